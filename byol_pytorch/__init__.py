@@ -1,0 +1,33 @@
+"""byol-pytorch: Bootstrap Your Own Latent (Grill et al., 2020) for any PyTorch backbone."""
+
+from byol_pytorch.augment import BYOLAugment, default_views
+from byol_pytorch.byol import BYOL, unwrap, update_moving_average
+from byol_pytorch.ema import ema_update_, make_target
+from byol_pytorch.features import FeatureExtractor, resolve_layer
+from byol_pytorch.heads import MLP, SEM, SimplicialEmbedding
+from byol_pytorch.losses import byol_loss, symmetric_byol_loss
+from byol_pytorch.models import cifar_stem_, create_backbone
+from byol_pytorch.schedules import cosine_tau, warmup_cosine
+from byol_pytorch.version import __version__
+
+__all__ = [
+    "BYOL",
+    "BYOLAugment",
+    "FeatureExtractor",
+    "MLP",
+    "SEM",
+    "SimplicialEmbedding",
+    "__version__",
+    "byol_loss",
+    "cifar_stem_",
+    "cosine_tau",
+    "create_backbone",
+    "default_views",
+    "ema_update_",
+    "make_target",
+    "resolve_layer",
+    "symmetric_byol_loss",
+    "unwrap",
+    "update_moving_average",
+    "warmup_cosine",
+]

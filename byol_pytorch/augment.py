@@ -1,0 +1,760 @@
+"""BYOL's image augmentations, batched on the device with random parameters drawn per image.
+
+BYOL (Grill et al., 2020, App. B) builds each view of an image with: random resized crop (scale
+0.08-1, aspect ratio 3/4-4/3) -> horizontal flip (p=0.5) -> colour jitter (brightness 0.4,
+contrast 0.4, saturation 0.2, hue 0.1, the four adjustments in a random order, p=0.8) -> grayscale
+(p=0.2) -> Gaussian blur (kernel ~10% of the image, sigma in [0.1, 2.0]) -> solarisation -> clamp
+to [0, 1] -> ImageNet normalisation. The two views differ only in blur and solarisation
+probabilities (Table 6), see :func:`default_views`.
+
+:class:`BYOLAugment` has two backends:
+
+* ``"torch"`` (default): every op written here in plain torch, vectorised over the batch with no
+  Python loop over images: one ``grid_sample`` for all crops and flips, blend-style colour
+  adjustments with per-image factors, an exact HSV hue shift, per-image separable Gaussian blur
+  as one grouped convolution. Deterministic given a :class:`torch.Generator`.
+* ``"kornia"``: the same pipeline from ``kornia.augmentation`` ops, kept as the reference. Kornia
+  draws ONE colour-jitter order per call for the whole batch; the torch backend draws it per image.
+
+The standalone helpers (:func:`adjust_brightness`, :func:`adjust_hue`,
+:func:`gaussian_blur_per_image`, ...) take one factor per image and follow torchvision's
+definitions, so each can be checked against ``torchvision.transforms.v2.functional``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "BYOLAugment",
+    "default_views",
+    "default_blur_kernel_size",
+    "rgb_to_grayscale",
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_saturation",
+    "adjust_hue",
+    "gaussian_kernels_1d",
+    "gaussian_blur_per_image",
+    "solarize",
+    "crop_flip_theta",
+    "sample_crop_boxes",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# ITU-R 601-2 luma, the weights torchvision and PIL use for grayscale.
+_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
+# Index of each colour-jitter op in ``params["jitter_order"]``.
+_BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
+_CROP_TRIES = 10  # torchvision's RandomResizedCrop tries 10 boxes before falling back
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure per-image helpers (all take (B, C, H, W) float images in [0, 1] and (B,) factors)
+# ---------------------------------------------------------------------------------------------
+
+
+def _per_image(v: Tensor | float, x: Tensor) -> Tensor:
+    """Broadcastable (B, 1, 1, 1) view of a per-image value (or a python scalar)."""
+    if not isinstance(v, Tensor):
+        return torch.full((x.shape[0], 1, 1, 1), float(v), dtype=x.dtype, device=x.device)
+    return v.to(device=x.device, dtype=x.dtype).reshape(-1, 1, 1, 1)
+
+
+def rgb_to_grayscale(x: Tensor) -> Tensor:
+    """Luma of RGB images, torchvision's weights.
+
+    Args:
+        x: (B, 3, H, W) RGB images.
+
+    Returns:
+        (B, 1, H, W) grayscale images.
+    """
+    r, g, b = x.unbind(dim=1)
+    # Same operation order as torchvision, so results match it bit for bit.
+    return torch.mul(r, _GRAY_WEIGHTS[0]).add_(g, alpha=_GRAY_WEIGHTS[1]).add_(
+        b, alpha=_GRAY_WEIGHTS[2]).unsqueeze(1)
+
+
+def adjust_brightness(x: Tensor, factor: Tensor | float) -> Tensor:
+    """Multiply each image by its factor and clamp to [0, 1] (torchvision's ``adjust_brightness``).
+
+    Args:
+        x: (B, C, H, W) images in [0, 1].
+        factor: (B,) per-image factors (1 leaves the image unchanged).
+
+    Returns:
+        (B, C, H, W) adjusted images.
+    """
+    return (x * _per_image(factor, x)).clamp_(0.0, 1.0)
+
+
+def adjust_contrast(x: Tensor, factor: Tensor | float) -> Tensor:
+    """Blend each image with the mean of its grayscale (torchvision's ``adjust_contrast``).
+
+    Args:
+        x: (B, 3, H, W) RGB images in [0, 1].
+        factor: (B,) per-image factors (1 leaves the image unchanged, 0 gives a flat grey image).
+
+    Returns:
+        (B, 3, H, W) adjusted images.
+    """
+    mean = rgb_to_grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    return torch.lerp(mean, x, _per_image(factor, x)).clamp_(0.0, 1.0)
+
+
+def adjust_saturation(x: Tensor, factor: Tensor | float) -> Tensor:
+    """Blend each image with its grayscale version (torchvision's ``adjust_saturation``).
+
+    Args:
+        x: (B, 3, H, W) RGB images in [0, 1].
+        factor: (B,) per-image factors (1 leaves the image unchanged, 0 gives grayscale).
+
+    Returns:
+        (B, 3, H, W) adjusted images.
+    """
+    return torch.lerp(rgb_to_grayscale(x), x, _per_image(factor, x)).clamp_(0.0, 1.0)
+
+
+def adjust_hue(x: Tensor, factor: Tensor | float) -> Tensor:
+    """Rotate the HSV hue of each image by ``factor`` turns (torchvision's ``adjust_hue``).
+
+    Exact HSV math without building the HSV image: a hue shift keeps each pixel's max and min
+    channel, so only the hue (in sextants) is computed and the closed-form HSV->RGB
+    ``c = max - chroma * clamp(min(k, 4 - k), 0, 1)``, ``k = (n_c + 6 h) mod 6`` is applied.
+
+    Args:
+        x: (B, 3, H, W) RGB images in [0, 1].
+        factor: (B,) per-image hue shifts in turns, in [-0.5, 0.5] (0 leaves the image unchanged).
+
+    Returns:
+        (B, 3, H, W) adjusted images.
+    """
+    r, g, b = x.unbind(dim=1)
+    # Results go to out= / in-place targets where possible: fresh CPU allocations are slow.
+    maxc = torch.maximum(r, g)
+    torch.maximum(maxc, b, out=maxc)
+    chroma = torch.minimum(r, g)
+    torch.minimum(chroma, b, out=chroma)
+    chroma.neg_().add_(maxc)
+    # Hue in sextants times chroma; grey pixels (chroma 0) get 0 as in torchvision.
+    h6 = (r - g).add_(chroma, alpha=4.0)  # max is blue
+    torch.where(maxc == g, (b - r).add_(chroma, alpha=2.0), h6, out=h6)
+    torch.where(maxc == r, g - b, h6, out=h6)
+    h6.div_(chroma.clamp_min(1e-12))  # |numerator| <= chroma, so the floor never inflates it
+    # Channel offsets n = (5, 3, 1) for (R, G, B) in the closed-form HSV->RGB conversion.
+    offsets = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    k = (offsets + _per_image(factor, x) * 6.0) + h6.unsqueeze(1)  # (B, 3, H, W)
+    # w = clamp(min(k, 4 - k), 0, 1) with k mod 6, written as 2 - |k - 2|, all in place.
+    k.remainder_(6.0).sub_(2.0).abs_().neg_().add_(2.0).clamp_(0.0, 1.0)
+    return k.mul_(chroma.unsqueeze(1)).neg_().add_(maxc.unsqueeze(1))
+
+
+def default_blur_kernel_size(image_size: int) -> int:
+    """BYOL's blur kernel: ~10% of the image side (23 px at 224), made odd, at least 3."""
+    k = int(0.1 * image_size)
+    return max(3, k + 1 if k % 2 == 0 else k)
+
+
+def gaussian_kernels_1d(sigma: Tensor, kernel_size: int) -> Tensor:
+    """Normalised 1D Gaussian kernels, one per sigma (torchvision's discretisation).
+
+    Args:
+        sigma: (B,) standard deviations in pixels.
+        kernel_size: odd kernel length K.
+
+    Returns:
+        (B, K) kernels, each summing to 1.
+    """
+    half = (kernel_size - 1) / 2
+    pos = torch.linspace(-half, half, kernel_size, dtype=sigma.dtype, device=sigma.device)
+    return torch.softmax(-0.5 * (pos / sigma.unsqueeze(1)) ** 2, dim=1)
+
+
+def gaussian_blur_per_image(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Separable Gaussian blur with a different sigma per image and reflect padding.
+
+    All images go through one pair of grouped convolutions (``groups = B * C``).
+
+    Args:
+        x: (B, C, H, W) images; H and W must exceed ``kernel_size // 2``.
+        sigma: (B,) standard deviations in pixels.
+        kernel_size: odd kernel length K.
+
+    Returns:
+        (B, C, H, W) blurred images.
+    """
+    if kernel_size % 2 != 1 or kernel_size < 1:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+    bsz, c, h, w = x.shape
+    pad = kernel_size // 2
+    if pad >= min(h, w):
+        raise ValueError(f"blur kernel {kernel_size} is too large for {h}x{w} images "
+                         f"(reflect padding needs kernel_size // 2 < {min(h, w)})")
+    kern = gaussian_kernels_1d(sigma.to(device=x.device, dtype=torch.float32), kernel_size)
+    kern = kern.to(x.dtype).repeat_interleave(c, dim=0)  # (B*C, K): one kernel per channel
+    y = F.pad(x.reshape(1, bsz * c, h, w), (pad, pad, pad, pad), mode="reflect")
+    y = F.conv2d(y, kern.view(bsz * c, 1, kernel_size, 1), groups=bsz * c)
+    y = F.conv2d(y, kern.view(bsz * c, 1, 1, kernel_size), groups=bsz * c)
+    return y.view(bsz, c, h, w)
+
+
+def solarize(x: Tensor, mask: Tensor | None = None, threshold: float = 0.5) -> Tensor:
+    """Invert pixels at or above ``threshold`` (torchvision's ``solarize``) in the masked images.
+
+    Args:
+        x: (B, C, H, W) images in [0, 1].
+        mask: (B,) bool, which images to solarise; None solarises all.
+        threshold: pixels ``>= threshold`` become ``1 - x``.
+
+    Returns:
+        (B, C, H, W) images.
+    """
+    cond = x >= threshold
+    if mask is not None:
+        cond = cond & mask.to(x.device).view(-1, 1, 1, 1)
+    return torch.where(cond, 1.0 - x, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry: random resized crop + flip as one affine grid_sample
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_crop_boxes(u: Tensor, input_size: tuple[int, int], scale: tuple[float, float],
+                      ratio: tuple[float, float]) -> Tensor:
+    """torchvision's RandomResizedCrop box sampling, vectorised (continuous, not rounded, boxes).
+
+    Each image tries ``_CROP_TRIES`` boxes with area fraction ~ U(scale) and log aspect ratio
+    ~ U(log ratio) and keeps the first that fits; if none fits, it takes torchvision's fallback
+    (the largest centred box with the aspect ratio clamped to ``ratio``).
+
+    Args:
+        u: (B, 4 * _CROP_TRIES) uniforms in [0, 1).
+        input_size: (H, W) of the input images.
+        scale: bounds of the crop's area as a fraction of the image.
+        ratio: bounds of the crop's aspect ratio width / height.
+
+    Returns:
+        (B, 4) boxes ``(x0, y0, w, h)`` in input pixels.
+    """
+    in_h, in_w = input_size
+    u = u.view(-1, _CROP_TRIES, 4)
+    area = in_h * in_w * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    w = torch.sqrt(area * aspect)
+    h = torch.sqrt(area / aspect)
+    ok = (w <= in_w) & (h <= in_h)
+    x0 = (in_w - w).clamp_min(0) * u[..., 2]
+    y0 = (in_h - h).clamp_min(0) * u[..., 3]
+    first = ok.to(torch.int8).argmax(dim=1, keepdim=True)  # first fitting try (0 if none)
+    box = torch.stack([x0, y0, w, h], dim=-1).gather(1, first.unsqueeze(-1).expand(-1, 1, 4))
+    box = box.squeeze(1)
+    # torchvision's fallback when no try fits: centre crop with the ratio clamped to bounds.
+    in_ratio = in_w / in_h
+    if in_ratio < ratio[0]:
+        fw, fh = float(in_w), in_w / ratio[0]
+    elif in_ratio > ratio[1]:
+        fw, fh = in_h * ratio[1], float(in_h)
+    else:
+        fw, fh = float(in_w), float(in_h)
+    fallback = torch.tensor([(in_w - fw) / 2, (in_h - fh) / 2, fw, fh], dtype=u.dtype,
+                            device=u.device)
+    return torch.where(ok.any(dim=1, keepdim=True), box, fallback)
+
+
+def crop_flip_theta(boxes: Tensor, flip: Tensor, input_size: tuple[int, int]) -> Tensor:
+    """Affine matrices for ``F.affine_grid(..., align_corners=False)`` that crop and maybe flip.
+
+    Args:
+        boxes: (B, 4) crop boxes ``(x0, y0, w, h)`` in input pixels.
+        flip: (B,) bool, mirror horizontally.
+        input_size: (H, W) of the input images.
+
+    Returns:
+        (B, 2, 3) matrices mapping output to input normalised coordinates.
+    """
+    in_h, in_w = input_size
+    x0, y0, w, h = boxes.unbind(dim=1)
+    sx = w / in_w
+    sy = h / in_h
+    tx = (2 * x0 + w) / in_w - 1  # box centre in normalised [-1, 1] coordinates
+    ty = (2 * y0 + h) / in_h - 1
+    sx = torch.where(flip, -sx, sx)
+    zero = torch.zeros_like(sx)
+    return torch.stack([sx, zero, tx, zero, sy, ty], dim=1).view(-1, 2, 3)
+
+
+def _masked_update_(x: Tensor, mask: Tensor, fn) -> Tensor:
+    """Replace the images where ``mask`` is set by ``fn(images, index)``; may work in place.
+
+    On CPU only the selected images are processed (a data-dependent index costs nothing there).
+    Elsewhere ``fn`` runs on the whole batch and ``torch.where`` picks, which avoids a host sync.
+
+    Args:
+        x: (B, C, H, W) images.
+        mask: (B,) bool.
+        fn: maps (N, C, H, W) images and their (N,) long indices (or ``slice(None)``) to images.
+
+    Returns:
+        (B, C, H, W) images; ``x`` itself on CPU.
+    """
+    if x.device.type == "cpu":
+        idx = mask.nonzero().squeeze(1)
+        if idx.numel() == x.shape[0]:
+            x.copy_(fn(x, slice(None)))
+        elif idx.numel() > 0:
+            x.index_copy_(0, idx, fn(x.index_select(0, idx), idx))
+        return x
+    return torch.where(mask.view(-1, 1, 1, 1), fn(x, slice(None)), x)
+
+
+# ---------------------------------------------------------------------------------------------
+# The augmentation module
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair(v: int | Sequence[int], name: str) -> tuple[int, int]:
+    err = TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if isinstance(v, (bool, str)):
+        raise err
+    if isinstance(v, int):
+        v = (v, v)
+    try:
+        a, b = v
+    except (TypeError, ValueError):
+        raise err from None
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in (a, b)):
+        raise err
+    if a < 1 or b < 1:
+        raise ValueError(f"{name} must be positive, got {v!r}")
+    return a, b
+
+
+def _range(v: Sequence[float], name: str, lo: float = 0.0, hi: float = math.inf,
+           open_lo: bool = False) -> tuple[float, float]:
+    try:
+        a, b = (float(t) for t in v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair (min, max) of floats, got {v!r}") from None
+    bad_lo = a <= lo if open_lo else a < lo
+    if bad_lo or b > hi or a > b:
+        lo_s = f"({lo}" if open_lo else f"[{lo}"
+        raise ValueError(f"{name} must satisfy min <= max within {lo_s}, {hi}], got {v!r}")
+    return a, b
+
+
+def _prob(p: float, name: str) -> float:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    return p
+
+
+class BYOLAugment(nn.Module):
+    """One BYOL view, with random parameters drawn PER IMAGE.
+
+    Input (B, C, H, W) float images in [0, 1] on any device -> (B, C, S, S) normalised images
+    (or (B, C, S_h, S_w) for a pair ``image_size``), same dtype, device and memory format.
+    Runs under ``torch.no_grad``; ``x`` itself never needs gradients.
+
+    Args:
+        image_size: output side S, or (S_h, S_w).
+        crop_scale: bounds of the crop area as a fraction of the input image.
+        crop_ratio: bounds of the crop aspect ratio (width / height).
+        flip_p: probability of a horizontal flip.
+        jitter: (brightness, contrast, saturation, hue) strengths; factors are drawn from
+            ``[max(0, 1 - s), 1 + s]`` for the first three and ``[-hue, hue]`` turns for hue.
+        jitter_p: probability of colour jitter; its four ops run in a random order per image.
+        grayscale_p: probability of converting to grayscale (kept as 3 channels).
+        blur_p: probability of a Gaussian blur.
+        blur_sigma: bounds of the blur's sigma in pixels (uniform).
+        blur_kernel_size: odd blur kernel length; None -> ~10% of the output side, made odd.
+        solarize_p: probability of solarisation.
+        solarize_threshold: pixels at or above it are inverted.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation std.
+        backend: ``"torch"`` (fast, per-image everything) or ``"kornia"`` (reference).
+    """
+
+    def __init__(
+        self,
+        image_size: int | tuple[int, int],
+        *,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip_p: float = 0.5,
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+        jitter_p: float = 0.8,
+        grayscale_p: float = 0.2,
+        blur_p: float = 1.0,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        blur_kernel_size: int | None = None,
+        solarize_p: float = 0.0,
+        solarize_threshold: float = 0.5,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        backend: str = "torch",
+    ) -> None:
+        super().__init__()
+        self.image_size = _pair(image_size, "image_size")
+        self.crop_scale = _range(crop_scale, "crop_scale", 0.0, 1.0, open_lo=True)
+        self.crop_ratio = _range(crop_ratio, "crop_ratio", 0.0, open_lo=True)
+        self.flip_p = _prob(flip_p, "flip_p")
+        try:
+            jitter = tuple(float(j) for j in jitter)
+        except (TypeError, ValueError):
+            raise TypeError(f"jitter must be 4 floats (brightness, contrast, saturation, hue), "
+                            f"got {jitter!r}") from None
+        if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
+            raise ValueError("jitter must be 4 non-negative floats (brightness, contrast, "
+                             f"saturation, hue) with hue <= 0.5, got {jitter!r}")
+        self.jitter = jitter
+        self.jitter_p = _prob(jitter_p, "jitter_p")
+        self.grayscale_p = _prob(grayscale_p, "grayscale_p")
+        self.blur_p = _prob(blur_p, "blur_p")
+        self.blur_sigma = _range(blur_sigma, "blur_sigma", 0.0, open_lo=True)
+        if blur_kernel_size is None:
+            blur_kernel_size = default_blur_kernel_size(min(self.image_size))
+        if isinstance(blur_kernel_size, bool) or not isinstance(blur_kernel_size, int) \
+                or blur_kernel_size < 1 or blur_kernel_size % 2 == 0:
+            raise ValueError(f"blur_kernel_size must be a positive odd int, got {blur_kernel_size!r}")
+        if self.blur_p > 0 and blur_kernel_size // 2 >= min(self.image_size):
+            raise ValueError(f"blur_kernel_size {blur_kernel_size} is too large for output size "
+                             f"{self.image_size}; use a kernel below 2 * min(image_size)")
+        self.blur_kernel_size = blur_kernel_size
+        self.solarize_p = _prob(solarize_p, "solarize_p")
+        self.solarize_threshold = float(solarize_threshold)
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if mean_t.numel() != std_t.numel():
+            raise ValueError(f"mean and std need the same length, got {len(mean_t)} and {len(std_t)}")
+        if (std_t <= 0).any():
+            raise ValueError(f"std must be positive, got {tuple(std)}")
+        self.register_buffer("mean", mean_t, persistent=False)
+        self.register_buffer("std", std_t, persistent=False)
+        if backend not in ("torch", "kornia"):
+            raise ValueError(f"backend must be 'torch' or 'kornia', got {backend!r}")
+        self.backend = backend
+        self._kornia: nn.Module | None = self._build_kornia() if backend == "kornia" else None
+
+    # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def _jitter_active(self) -> bool:
+        return self.jitter_p > 0 and any(s > 0 for s in self.jitter)
+
+    @property
+    def uses_colour(self) -> bool:
+        """Whether any RGB-only op (colour jitter, grayscale) can run."""
+        return self._jitter_active or self.grayscale_p > 0
+
+    def extra_repr(self) -> str:
+        return (f"image_size={self.image_size}, crop_scale={self.crop_scale}, "
+                f"crop_ratio={self.crop_ratio}, flip_p={self.flip_p}, jitter={self.jitter}, "
+                f"jitter_p={self.jitter_p}, grayscale_p={self.grayscale_p}, blur_p={self.blur_p}, "
+                f"blur_sigma={self.blur_sigma}, blur_kernel_size={self.blur_kernel_size}, "
+                f"solarize_p={self.solarize_p}, backend={self.backend!r}")
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"BYOLAugment expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"BYOLAugment expects a batch of images (B, C, H, W), got shape "
+                             f"{tuple(x.shape)}; add a batch dimension with x.unsqueeze(0)")
+        if not x.is_floating_point():
+            raise TypeError(f"BYOLAugment expects float images in [0, 1], got dtype {x.dtype}; "
+                            "convert uint8 images with x.float() / 255")
+        c = x.shape[1]
+        if self.uses_colour and c != 3:
+            raise ValueError(f"colour jitter and grayscale need RGB images (C=3), got C={c}; "
+                             "set jitter_p=0 and grayscale_p=0, or pass your own augment_fn")
+        if self.mean.numel() not in (1, c):
+            raise ValueError(f"mean/std have {self.mean.numel()} values but images have {c} "
+                             "channels; pass mean and std with one value per channel")
+
+    # -- parameters ----------------------------------------------------------------------------
+
+    def sample_params(self, batch_size: int, device: torch.device | str | None = None,
+                      generator: torch.Generator | None = None,
+                      input_size: tuple[int, int] | None = None) -> dict[str, Tensor]:
+        """Draw the random parameters of the torch backend, one set per image.
+
+        Args:
+            batch_size: number of images B.
+            device: where the returned tensors live (default: the generator's device, or cpu).
+            generator: source of randomness; draws happen on its device, then move to ``device``.
+            input_size: (H, W) of the input images the crops are drawn for (default image_size).
+
+        Returns:
+            Dict of per-image tensors:
+            ``crop`` (B, 4) boxes (x0, y0, w, h) in input pixels; ``flip`` (B,) bool;
+            ``jitter`` (B,) bool; ``brightness``, ``contrast``, ``saturation`` (B,) factors and
+            ``hue`` (B,) turns, as drawn (ignored where ``jitter`` is False);
+            ``jitter_order`` (B, 4) long, op per slot (0 brightness, 1 contrast, 2 saturation,
+            3 hue); ``jitter_pos`` (B,) long, the image's row in the jitter work buffer
+            (hue runs in slot ``jitter_pos // ceil(B / 4)``); ``grayscale`` (B,) bool;
+            ``blur`` (B,) bool; ``sigma`` (B,) float; ``solarize`` (B,) bool.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        input_size = self.image_size if input_size is None else _pair(input_size, "input_size")
+        gen_device = generator.device if generator is not None else torch.device(device or "cpu")
+        device = torch.device(device) if device is not None else gen_device
+        bsz = batch_size
+        # One uniform draw for (almost) everything keeps the RNG call count and launches low.
+        n_crop = 4 * _CROP_TRIES
+        u = torch.rand(bsz, n_crop + 13, generator=generator, device=gen_device)
+        crop = sample_crop_boxes(u[:, :n_crop], input_size, self.crop_scale, self.crop_ratio)
+        u = u[:, n_crop:]
+        b, c, s, h = self.jitter
+
+        def between(col: Tensor, lo: float, hi: float) -> Tensor:
+            return lo + (hi - lo) * col
+
+        # Random per-image order of the four jitter ops. Hue (the expensive one) goes to slot
+        # jitter_pos // n where jitter_pos is a uniformly random distinct row among 4n >= B rows,
+        # so each slot's hue images form a fixed-size contiguous block of rows (no sync, no
+        # data-dependent shapes) while every image still gets a uniform random order.
+        n = -(-bsz // 4)
+        pos = torch.argsort(torch.rand(4 * n, generator=generator, device=gen_device))[:bsz]
+        hue_slot = pos // n
+        blend_order = torch.argsort(u[:, 10:13], dim=1)  # (B, 3) order of the 3 blend ops
+        slots = torch.arange(4, device=gen_device).unsqueeze(0)
+        idx = (slots - (slots > hue_slot.unsqueeze(1)).long()).clamp_(max=2)
+        order = torch.where(slots == hue_slot.unsqueeze(1), _HUE, blend_order.gather(1, idx))
+        params = {
+            "crop": crop,
+            "flip": u[:, 0] < self.flip_p,
+            "jitter": u[:, 1] < self.jitter_p,
+            "brightness": between(u[:, 2], max(0.0, 1 - b), 1 + b),
+            "contrast": between(u[:, 3], max(0.0, 1 - c), 1 + c),
+            "saturation": between(u[:, 4], max(0.0, 1 - s), 1 + s),
+            "hue": between(u[:, 5], -h, h),
+            "jitter_order": order,
+            "jitter_pos": pos,
+            "grayscale": u[:, 6] < self.grayscale_p,
+            "blur": u[:, 7] < self.blur_p,
+            "sigma": between(u[:, 8], *self.blur_sigma),
+            "solarize": u[:, 9] < self.solarize_p,
+        }
+        if device != gen_device:
+            params = {k: v.to(device, non_blocking=True) for k, v in params.items()}
+        return params
+
+    # -- forward -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def forward(self, x: Tensor, generator: torch.Generator | None = None,
+                params: dict[str, Tensor] | None = None) -> Tensor:
+        """Augment a batch, each image with its own random parameters.
+
+        Args:
+            x: (B, C, H, W) float images in [0, 1].
+            generator: optional generator for reproducible draws.
+            params: explicit parameters from :meth:`sample_params` (torch backend only).
+
+        Returns:
+            (B, C, S_h, S_w) normalised images, same dtype and device as ``x``.
+        """
+        self._check_input(x)
+        if self.backend == "kornia":
+            if params is not None:
+                raise ValueError("params are only supported by backend='torch'")
+            return self._forward_kornia(x, generator)
+        if params is None:
+            params = self.sample_params(x.shape[0], x.device, generator,
+                                        input_size=(x.shape[2], x.shape[3]))
+        return self.transform(x, params)
+
+    @torch.no_grad()
+    def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Apply the torch-backend pipeline with the given per-image parameters.
+
+        Args:
+            x: (B, C, H, W) float images in [0, 1].
+            params: dict from :meth:`sample_params` for this batch size and input size.
+
+        Returns:
+            (B, C, S_h, S_w) normalised images, same dtype and device as ``x``.
+        """
+        self._check_input(x)
+        params = {k: v.to(x.device, non_blocking=True) for k, v in params.items()}
+        y = self.crop_flip(x, params)
+        # Colour maths in float32; the crop ran in the input dtype to read half the bytes.
+        y = y.float() if y.dtype != torch.float32 else y
+        y = y.contiguous().clamp_(0.0, 1.0)
+        if self._jitter_active:
+            y = self.colour_jitter(y, params)
+        if self.grayscale_p > 0:
+            y = _masked_update_(y, params["grayscale"],
+                                lambda t, idx: rgb_to_grayscale(t).expand_as(t))
+        if self.blur_p > 0:
+            y = self.blur(y, params)
+        if self.solarize_p > 0:
+            t = self.solarize_threshold
+            y = _masked_update_(y, params["solarize"], lambda v, idx: solarize(v, None, t))
+        out = self.normalize_(y).to(x.dtype)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+                and not x.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    # -- the ops of the torch backend (separate so benchmarks can time them) ---------------------
+
+    def crop_flip(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """All crops, resizes and flips as one bilinear ``grid_sample``: (B,C,H,W) -> (B,C,S,S)."""
+        bsz, c, in_h, in_w = x.shape
+        theta = crop_flip_theta(params["crop"].float(), params["flip"], (in_h, in_w))
+        grid = F.affine_grid(theta.to(x.dtype), [bsz, c, *self.image_size], align_corners=False)
+        # Border padding only matters for the half pixel at the box edges.
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def colour_jitter(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Brightness, contrast, saturation and hue in a random order per image.
+
+        Images are gathered into a work buffer by ``params["jitter_pos"]`` so that the images
+        whose hue runs in slot s are the contiguous rows ``[s*n, (s+1)*n)``: each slot does one
+        blend over the buffer (brightness / contrast / saturation, identity for the hue rows)
+        and one hue shift over a quarter of it. So the batch costs 4 cheap blends and ONE hue
+        shift rather than 4 of each. Images without jitter come out unchanged.
+
+        Args:
+            y: (B, 3, S, S) float32 images in [0, 1].
+            params: per-image parameters.
+
+        Returns:
+            (B, 3, S, S) jittered images (a new tensor).
+        """
+        bsz = y.shape[0]
+        n = -(-bsz // 4)
+        pos = params["jitter_pos"]
+        if pos.shape != (bsz,):
+            raise ValueError(f"params are for another batch size: jitter_pos has shape "
+                             f"{tuple(pos.shape)}, images have B={bsz}")
+        # Spare rows (when 4 does not divide B) copy image 0; their results are dropped.
+        src = torch.zeros(4 * n, dtype=torch.long, device=y.device)
+        src[pos] = torch.arange(bsz, device=y.device)
+        buf = y.index_select(0, src)
+        on = params["jitter"][src]
+        order = params["jitter_order"][src]
+        factors = torch.stack([params["brightness"][src], params["contrast"][src],
+                               params["saturation"][src]], dim=1).float()  # (4n, 3)
+        hue = params["hue"][src].float()
+        zeros = torch.zeros_like(hue)
+        for slot in range(4):
+            op = order[:, slot]
+            chosen = factors.gather(1, op.clamp(max=2).unsqueeze(1)).squeeze(1)
+            # buf.lerp_(target, w) = (1 - w) * buf + w * target, w = 1 - factor; exact no-op at 0.
+            w = torch.where(on & (op != _HUE), 1.0 - chosen, zeros).view(-1, 1, 1, 1)
+            # Blend target: 0 for brightness, mean grey for contrast, grey for saturation.
+            target = rgb_to_grayscale(buf)
+            mean = target.mean(dim=(1, 2, 3), keepdim=True)
+            w_con = (op == _CONTRAST).to(buf.dtype).view(-1, 1, 1, 1)
+            target.mul_((op == _SATURATION).to(buf.dtype).view(-1, 1, 1, 1)).addcmul_(mean, w_con)
+            buf.lerp_(target, w).clamp_(0.0, 1.0)
+            rows = slice(slot * n, (slot + 1) * n)
+            part = buf[rows]
+            shifted = _masked_update_(part, on[rows],
+                                      lambda t, idx, h=hue[rows]: adjust_hue(t, h[idx]))
+            if shifted is not part:
+                part.copy_(shifted)
+        return buf.index_select(0, pos)
+
+    def blur(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Per-image Gaussian blur of the images with ``params["blur"]`` set."""
+        sigma = params["sigma"]
+        if self.blur_p >= 1.0:
+            return gaussian_blur_per_image(y, sigma, self.blur_kernel_size)
+        return _masked_update_(y, params["blur"], lambda t, idx: gaussian_blur_per_image(
+            t, sigma[idx], self.blur_kernel_size))
+
+    def normalize_(self, y: Tensor) -> Tensor:
+        """In place ``(y - mean) / std`` per channel of float32 (B, C, H, W) images."""
+        inv_std = self.std.to(y.device).reciprocal().view(1, -1, 1, 1)
+        return y.sub_(self.mean.to(y.device).view(1, -1, 1, 1)).mul_(inv_std)
+
+    # -- kornia backend -------------------------------------------------------------------------
+
+    def _build_kornia(self) -> nn.Module:
+        import kornia.augmentation as K  # imported lazily: kornia is slow to import
+
+        b, c, s, h = self.jitter
+        ops: list[nn.Module] = [
+            K.RandomResizedCrop(self.image_size, scale=self.crop_scale, ratio=self.crop_ratio,
+                                same_on_batch=False),
+            K.RandomHorizontalFlip(p=self.flip_p, same_on_batch=False),
+        ]
+        if self._jitter_active:
+            # Note: kornia draws ONE random order of the four ops per call, shared by the batch.
+            ops.append(K.ColorJitter(b, c, s, h, p=self.jitter_p, same_on_batch=False))
+        if self.grayscale_p > 0:
+            ops.append(K.RandomGrayscale(p=self.grayscale_p, same_on_batch=False))
+        if self.blur_p > 0:
+            k = self.blur_kernel_size
+            ops.append(K.RandomGaussianBlur((k, k), self.blur_sigma, p=self.blur_p,
+                                            same_on_batch=False))
+        if self.solarize_p > 0:
+            # thresholds=t draws from (0.5 - t, 0.5 + t): 0 pins the paper's threshold 0.5 when
+            # solarize_threshold is 0.5; additions=0 disables kornia's brightness shift.
+            t = self.solarize_threshold
+            ops.append(K.RandomSolarize(thresholds=(t, t), additions=0.0, p=self.solarize_p,
+                                        same_on_batch=False))
+        return nn.Sequential(*ops)
+
+    def _forward_kornia(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        assert self._kornia is not None
+        xf = x.float()
+        if generator is None:
+            y = self._kornia(xf)
+        else:
+            # kornia samples from the global RNG: seed it from the generator, then restore it.
+            seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+            devices = [x.device] if x.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                y = self._kornia(xf)
+        out = self.normalize_(y.float().clamp(0.0, 1.0)).to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+
+def default_views(image_size: int | tuple[int, int],
+                  preset: str = "imagenet", backend: str = "torch") -> tuple[BYOLAugment, BYOLAugment]:
+    """The paper's two asymmetric views (BYOL Table 6).
+
+    View 1: blur p=1.0, solarize p=0.0. View 2: blur p=0.1, solarize p=0.2. Everything else as in
+    :class:`BYOLAugment`'s defaults.
+
+    Args:
+        image_size: output side S, or (S_h, S_w).
+        preset: ``"imagenet"`` (the paper's settings) or ``"small"`` for CIFAR-size images
+            (32-96 px): crop scale (0.2, 1.0) and no blur on either view, solarisation as in the
+            paper.
+        backend: ``"torch"`` or ``"kornia"``.
+
+    Returns:
+        (view1, view2) augmentation modules.
+    """
+    if preset == "imagenet":
+        common = dict(crop_scale=(0.08, 1.0), backend=backend)
+        blur = (1.0, 0.1)
+    elif preset == "small":
+        common = dict(crop_scale=(0.2, 1.0), backend=backend)
+        blur = (0.0, 0.0)
+    else:
+        raise ValueError(f"preset must be 'imagenet' or 'small', got {preset!r}")
+    view1 = BYOLAugment(image_size, blur_p=blur[0], solarize_p=0.0, **common)
+    view2 = BYOLAugment(image_size, blur_p=blur[1], solarize_p=0.2, **common)
+    return view1, view2

@@ -1,0 +1,49 @@
+"""Collapse detection: the spread of L2-normalised projections.
+
+For d-dimensional unit vectors spread over the sphere, each coordinate has standard deviation
+about 1/sqrt(d) across the batch; a collapsed network maps every image to the same point and the
+standard deviation goes to 0 (Chen & He, SimSiam, 2021, Sec. 4.1).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["projection_std", "is_collapsed", "CollapseWarning"]
+
+
+class CollapseWarning(UserWarning):
+    """The representation is collapsing: all images map to (nearly) the same projection."""
+
+
+@torch.no_grad()
+def projection_std(z: Tensor) -> Tensor:
+    """Mean over dimensions of the batch standard deviation of ``z / |z|``.
+
+    Args:
+        z: (B, D) projections, B >= 2.
+
+    Returns:
+        () float32 tensor on z's device (no host sync): ~1/sqrt(D) when healthy, ~0 on collapse.
+    """
+    if z.dim() != 2 or z.shape[0] < 2:
+        raise ValueError(f"projection_std needs a (B, D) batch with B >= 2, got {tuple(z.shape)}")
+    return F.normalize(z.float(), dim=1).std(dim=0).mean()
+
+
+def is_collapsed(std: float | Tensor, dim: int, ratio: float = 0.1, warn: bool = True) -> bool:
+    """Whether ``std`` (from :func:`projection_std`) fell below ``ratio / sqrt(dim)``; warns if so."""
+    value = float(std)
+    threshold = ratio / math.sqrt(dim)
+    collapsed = value < threshold
+    if collapsed and warn:
+        warnings.warn(f"representation collapse: projection std {value:.4g} < {threshold:.4g} "
+                      f"({ratio} x 1/sqrt({dim})); lower the learning rate, check the augmentations "
+                      "and that update_moving_average() runs after every optimizer step",
+                      CollapseWarning, stacklevel=2)
+    return collapsed

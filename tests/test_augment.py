@@ -1,0 +1,520 @@
+"""Tests for byol_pytorch.augment: shapes, per-image randomness, rates, and op-level equivalence
+with torchvision's reference implementations."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+
+from byol_pytorch.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BYOLAugment,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    default_blur_kernel_size,
+    default_views,
+    gaussian_blur_per_image,
+    rgb_to_grayscale,
+    solarize,
+)
+
+CIFAR = Path("/work/shared/data/cifar10_mini_train.npz")
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+# Everything off except what a test switches on; identity normalisation.
+PLAIN = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
+             grayscale_p=0.0, blur_p=0.0, solarize_p=0.0, mean=(0.0, 0.0, 0.0),
+             std=(1.0, 1.0, 1.0))
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def images(b: int, h: int = 16, w: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Random images in [0, 1] with exact 0s and 1s and grey pixels, to hit edge cases."""
+    x = torch.rand(b, 3, h, w or h, generator=gen(seed))
+    x[:, :, 0, 0] = 0.0
+    x[:, :, 0, 1] = 1.0
+    x[:, :, 1, 0] = 0.5  # grey pixel: hue undefined
+    return x
+
+
+def unnormalise(y: torch.Tensor) -> torch.Tensor:
+    return y.float() * STD.to(y.device) + MEAN.to(y.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shapes, dtypes, layout, range
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_shape_dtype_device_kept(dtype: torch.dtype) -> None:
+    for view in default_views(24):
+        y = view(images(5, 40, 48).to(dtype), gen())
+        assert y.shape == (5, 3, 24, 24)
+        assert y.dtype == dtype
+        assert y.device == torch.device("cpu")
+        assert torch.isfinite(y.float()).all()
+
+
+def test_rectangular_output_size() -> None:
+    y = BYOLAugment((16, 24))(images(3, 32), gen())
+    assert y.shape == (3, 3, 16, 24)
+
+
+def test_channels_last_input_matches_contiguous() -> None:
+    view = default_views(16)[1]
+    x = images(6, 20)
+    y = view(x, gen(3))
+    y_cl = view(x.contiguous(memory_format=torch.channels_last), gen(3))
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y_cl, y, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("preset", ["imagenet", "small"])
+def test_unnormalised_values_in_unit_range(preset: str) -> None:
+    for view in default_views(16, preset):
+        z = unnormalise(view(images(64, 20), gen()))
+        assert z.min() >= -1e-4 and z.max() <= 1 + 1e-4
+
+
+def test_output_does_not_track_gradients() -> None:
+    x = images(2).requires_grad_(True)
+    assert not BYOLAugment(8)(x).requires_grad
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-image randomness and parameter ranges
+# ----------------------------------------------------------------------------------------------
+
+
+def test_params_differ_per_image() -> None:
+    p = default_views(32)[0].sample_params(64, "cpu", gen())
+    assert torch.unique(p["crop"], dim=0).shape[0] == 64
+    assert 0 < p["flip"].sum() < 64
+    assert 0 < p["jitter"].sum() < 64
+    for key in ("brightness", "contrast", "saturation", "hue", "sigma"):
+        assert torch.unique(p[key]).numel() == 64, key
+    assert torch.unique(p["jitter_order"], dim=0).shape[0] > 1
+
+
+def test_identical_images_get_different_views() -> None:
+    x = images(1, 24).expand(8, -1, -1, -1).contiguous()
+    for view in default_views(16) + default_views(16, "small"):
+        y = view(x, gen(1)).flatten(1)
+        dist = torch.cdist(y, y)
+        off_diag = dist[~torch.eye(8, dtype=torch.bool)]
+        assert off_diag.min() > 1e-3
+
+
+def test_crop_boxes_respect_scale_and_ratio() -> None:
+    for scale, ratio in [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.2, 0.5), (0.5, 2.0))]:
+        aug = BYOLAugment(32, crop_scale=scale, crop_ratio=ratio)
+        box = aug.sample_params(4096, "cpu", gen(), input_size=(64, 64))["crop"]
+        x0, y0, w, h = box.unbind(1)
+        area = w * h / 64**2
+        assert area.min() >= scale[0] - 1e-5 and area.max() <= scale[1] + 1e-5
+        assert (w / h).min() >= ratio[0] - 1e-5 and (w / h).max() <= ratio[1] + 1e-5
+        assert x0.min() >= 0 and y0.min() >= 0
+        assert (x0 + w).max() <= 64 + 1e-4 and (y0 + h).max() <= 64 + 1e-4
+        # Both bounds are actually reached, i.e. the draw spans the range.
+        assert area.min() < scale[0] + 0.05 and area.max() > scale[1] - 0.05
+
+
+def test_crop_fallback_for_extreme_aspect_input() -> None:
+    # A 4x64 strip cannot hold a 3/4..4/3 box of 8% area or more: torchvision's fallback kicks in.
+    aug = BYOLAugment(8, crop_scale=(0.5, 1.0))
+    box = aug.sample_params(16, "cpu", gen(), input_size=(4, 64))["crop"]
+    assert torch.allclose(box[:, 3], torch.full((16,), 4.0))  # full height
+    assert torch.allclose(box[:, 2], torch.full((16,), 4 * 4 / 3))  # width = height * max ratio
+
+
+def test_factor_and_sigma_ranges() -> None:
+    aug = BYOLAugment(32, jitter=(0.4, 0.3, 0.2, 0.1), blur_sigma=(0.5, 1.5))
+    p = aug.sample_params(4096, "cpu", gen())
+    for key, (lo, hi) in {"brightness": (0.6, 1.4), "contrast": (0.7, 1.3),
+                          "saturation": (0.8, 1.2), "hue": (-0.1, 0.1),
+                          "sigma": (0.5, 1.5)}.items():
+        v = p[key]
+        assert v.min() >= lo and v.max() <= hi, key
+        assert v.min() < lo + 0.01 and v.max() > hi - 0.01, key  # spans the range
+
+
+def test_brightness_factor_never_negative() -> None:
+    p = BYOLAugment(8, jitter=(1.5, 0, 0, 0)).sample_params(1024, "cpu", gen())
+    assert p["brightness"].min() >= 0.0 and p["brightness"].max() <= 2.5
+
+
+def test_rates_close_to_probabilities() -> None:
+    view1, view2 = default_views(8)
+    n = 4096
+    p1 = view1.sample_params(n, "cpu", gen(0))
+    p2 = view2.sample_params(n, "cpu", gen(1))
+    # 5 binomial standard deviations at n=4096 is <= 0.04: with fixed seeds these cannot flake.
+    for p in (p1, p2):
+        assert abs(p["flip"].float().mean() - 0.5) < 0.04
+        assert abs(p["jitter"].float().mean() - 0.8) < 0.04
+        assert abs(p["grayscale"].float().mean() - 0.2) < 0.04
+    assert p1["blur"].all() and not p1["solarize"].any()
+    assert abs(p2["blur"].float().mean() - 0.1) < 0.03
+    assert abs(p2["solarize"].float().mean() - 0.2) < 0.04
+
+
+def test_measured_flip_rate_in_outputs() -> None:
+    # Left-right asymmetric images; see how often the output comes back mirrored.
+    aug = BYOLAugment(8, **{**PLAIN, "flip_p": 0.5})
+    x = torch.linspace(0, 1, 8).expand(2048, 3, 8, 8).contiguous()
+    y = aug(x, gen())
+    flipped = y[:, 0, 0, 0] > y[:, 0, 0, -1]
+    assert abs(flipped.float().mean() - 0.5) < 0.05
+
+
+def test_measured_solarize_and_grayscale_rates_in_outputs() -> None:
+    n = 2048
+    x = torch.tensor([0.9, 0.2, 0.1]).view(1, 3, 1, 1).expand(n, 3, 4, 4).contiguous()
+    sol = BYOLAugment(4, **{**PLAIN, "solarize_p": 0.2})(x, gen())
+    assert abs((sol[:, 0, 0, 0] < 0.5).float().mean() - 0.2) < 0.04  # 0.9 -> 0.1 when solarised
+    gray = BYOLAugment(4, **{**PLAIN, "grayscale_p": 0.2})(x, gen())
+    assert abs((gray[:, 0, 0, 0] < 0.5).float().mean() - 0.2) < 0.04
+
+
+def test_jitter_order_is_uniform_per_image() -> None:
+    p = BYOLAugment(8).sample_params(4096, "cpu", gen())
+    order = p["jitter_order"]
+    assert torch.equal(order.sort(dim=1).values, torch.arange(4).expand(4096, 4))
+    for slot, op in itertools.product(range(4), range(4)):
+        assert abs((order[:, slot] == op).float().mean() - 0.25) < 0.03
+    perms = {tuple(r) for r in order.tolist()}
+    assert len(perms) == 24
+    # Hue's slot is where the jitter buffer row puts it.
+    n = math.ceil(4096 / 4)
+    assert torch.equal(order.argmax(dim=1), p["jitter_pos"] // n)
+
+
+def test_hue_slot_uniform_for_batch_not_divisible_by_four() -> None:
+    aug = BYOLAugment(8)
+    g = gen()
+    slots = torch.cat([aug.sample_params(1, "cpu", g)["jitter_order"].argmax(1)
+                       for _ in range(800)])
+    counts = torch.bincount(slots, minlength=4).float() / 800
+    assert (counts - 0.25).abs().max() < 0.07
+
+
+# ----------------------------------------------------------------------------------------------
+# Views and presets
+# ----------------------------------------------------------------------------------------------
+
+
+def test_default_views_are_asymmetric() -> None:
+    v1, v2 = default_views(224)
+    assert (v1.blur_p, v2.blur_p) == (1.0, 0.1)
+    assert (v1.solarize_p, v2.solarize_p) == (0.0, 0.2)
+    for v in (v1, v2):
+        assert v.crop_scale == (0.08, 1.0)
+        assert v.jitter == (0.4, 0.4, 0.2, 0.1) and v.jitter_p == 0.8
+        assert v.grayscale_p == 0.2 and v.flip_p == 0.5
+        assert v.blur_kernel_size == 23 and v.blur_sigma == (0.1, 2.0)
+        assert v.solarize_threshold == 0.5
+
+
+def test_small_preset() -> None:
+    v1, v2 = default_views(32, preset="small")
+    assert v1.blur_p == v2.blur_p == 0.0
+    assert v1.crop_scale == v2.crop_scale == (0.2, 1.0)
+    assert (v1.solarize_p, v2.solarize_p) == (0.0, 0.2)
+
+
+def test_default_blur_kernel_size() -> None:
+    assert default_blur_kernel_size(224) == 23
+    assert default_blur_kernel_size(96) == 9
+    assert default_blur_kernel_size(32) == 3
+    assert all(default_blur_kernel_size(s) % 2 == 1 for s in range(1, 300))
+
+
+# ----------------------------------------------------------------------------------------------
+# Determinism and errors
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["torch", "kornia"])
+def test_deterministic_with_generator(backend: str) -> None:
+    view = default_views(16, backend=backend)[1]
+    x = images(8, 20)
+    a, b, c = view(x, gen(7)), view(x, gen(7)), view(x, gen(8))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_kornia_backend_leaves_global_rng_alone_with_generator() -> None:
+    view = default_views(16, backend="kornia")[0]
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    view(images(4, 20), gen())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    aug = BYOLAugment(8)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        aug(torch.rand(3, 8, 8))
+    with pytest.raises(TypeError, match="float"):
+        aug(torch.randint(0, 255, (2, 3, 8, 8), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="augment_fn"):
+        aug(torch.rand(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="augment_fn"):
+        aug(torch.rand(2, 4, 8, 8))
+    with pytest.raises(TypeError, match="Tensor"):
+        aug([[0.0]])
+
+
+def test_non_rgb_works_without_colour_ops() -> None:
+    aug = BYOLAugment(8, jitter_p=0.0, grayscale_p=0.0, solarize_p=0.5, mean=(0.5,), std=(0.5,))
+    y = aug(torch.rand(4, 1, 12, 12), gen())
+    assert y.shape == (4, 1, 8, 8)
+    with pytest.raises(ValueError, match="one value per channel"):
+        BYOLAugment(8, jitter_p=0.0, grayscale_p=0.0)(torch.rand(2, 2, 8, 8))
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(crop_scale=(0.5, 0.2)), dict(crop_scale=(0.0, 1.0)), dict(crop_scale=(0.5, 1.5)),
+    dict(crop_ratio=(2.0, 1.0)), dict(flip_p=1.5), dict(jitter_p=-0.1), dict(blur_kernel_size=4),
+    dict(blur_kernel_size=31), dict(blur_sigma=(0.0, 1.0)), dict(jitter=(0.4, 0.4, 0.2, 0.6)),
+    dict(jitter=(0.4, 0.4, 0.2)), dict(backend="numpy"), dict(std=(0.0, 1.0, 1.0)),
+])
+def test_bad_config_raises(kwargs: dict) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        BYOLAugment(8, **kwargs)
+
+
+def test_bad_preset_and_size() -> None:
+    with pytest.raises(ValueError, match="preset"):
+        default_views(32, preset="cifar")
+    with pytest.raises(ValueError):
+        BYOLAugment(0)
+    with pytest.raises(TypeError):
+        BYOLAugment("32")  # type: ignore[arg-type]
+
+
+def test_params_for_wrong_batch_size_rejected() -> None:
+    aug = BYOLAugment(8)
+    p = aug.sample_params(4, "cpu", gen())
+    with pytest.raises(ValueError, match="batch size"):
+        aug(images(6, 8), params=p)
+
+
+# ----------------------------------------------------------------------------------------------
+# Equivalence of each op with a reference implementation
+# ----------------------------------------------------------------------------------------------
+
+
+def test_identity_crop_is_identity_and_forced_flip_is_torch_flip() -> None:
+    x = images(4, 12)
+    same = BYOLAugment(12, **PLAIN)(x, gen())
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
+    flipped = BYOLAugment(12, **{**PLAIN, "flip_p": 1.0})(x, gen())
+    torch.testing.assert_close(flipped, torch.flip(x, dims=[-1]), atol=1e-5, rtol=0)
+
+
+def test_explicit_crop_box_matches_slicing_and_interpolate() -> None:
+    x = images(2, 32)
+    aug = BYOLAugment(16, **PLAIN)
+    p = aug.sample_params(2, "cpu", gen(), input_size=(32, 32))
+    p["crop"] = torch.tensor([[8.0, 4.0, 16.0, 16.0], [0.0, 16.0, 16.0, 16.0]])
+    y = aug(x, params=p)
+    torch.testing.assert_close(y[0], x[0, :, 4:20, 8:24], atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[1], x[1, :, 16:32, 0:16], atol=1e-5, rtol=0)
+    # Upsampling a box is bilinear resizing of that box (border-clamped, like interpolate).
+    up = BYOLAugment(32, **PLAIN)
+    p["flip"] = torch.tensor([False, True])
+    y = up(x, params=p)
+    ref = F.interpolate(x[:, :, 4:20, 8:24], size=32, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(y[0], ref[0], atol=1e-5, rtol=0)
+    ref = F.interpolate(x[:, :, 16:32, 0:16], size=32, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(y[1], torch.flip(ref[1], dims=[-1]), atol=1e-5, rtol=0)
+
+
+def test_crop_downsampling_matches_interpolate_at_integer_factor() -> None:
+    x = images(1, 32)
+    aug = BYOLAugment(8, **PLAIN)
+    p = aug.sample_params(1, "cpu", gen(), input_size=(32, 32))
+    p["crop"] = torch.tensor([[0.0, 0.0, 16.0, 16.0]])
+    ref = F.interpolate(x[:, :, :16, :16], size=8, mode="bilinear", align_corners=False,
+                        antialias=False)
+    torch.testing.assert_close(aug(x, params=p), ref, atol=1e-5, rtol=0)
+
+
+FACTORS = torch.tensor([0.0, 0.3, 0.6, 1.0, 1.4, 2.0])
+
+
+@pytest.mark.parametrize("ours,theirs", [(adjust_brightness, TF.adjust_brightness),
+                                         (adjust_contrast, TF.adjust_contrast),
+                                         (adjust_saturation, TF.adjust_saturation)])
+def test_blend_ops_match_torchvision(ours, theirs) -> None:
+    x = images(len(FACTORS), 10)
+    y = ours(x, FACTORS)
+    ref = torch.stack([theirs(x[i], float(f)) for i, f in enumerate(FACTORS)])
+    torch.testing.assert_close(y, ref, atol=1e-4, rtol=0)
+
+
+def test_hue_matches_torchvision() -> None:
+    factors = torch.tensor([-0.5, -0.31, -0.1, 0.0, 0.05, 0.1, 0.27, 0.5])
+    x = images(len(factors), 16)
+    x[:, :, 2, :6] = torch.eye(3).repeat(1, 2).T.reshape(6, 3).T.unsqueeze(0)  # pure primaries
+    y = adjust_hue(x, factors)
+    ref = torch.stack([TF.adjust_hue(x[i], float(f)) for i, f in enumerate(factors)])
+    torch.testing.assert_close(y, ref, atol=1e-3, rtol=0)
+    assert (y - ref).abs().max() < 1e-5  # in practice far tighter than the tolerance
+
+
+def test_grayscale_matches_torchvision() -> None:
+    x = images(3, 8)
+    torch.testing.assert_close(rgb_to_grayscale(x), TF.rgb_to_grayscale(x), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kernel_size", [3, 7, 23])
+def test_blur_matches_torchvision(kernel_size: int) -> None:
+    sigma = torch.tensor([0.1, 0.7, 1.3, 2.0])
+    x = images(4, 24)
+    y = gaussian_blur_per_image(x, sigma, kernel_size)
+    ref = torch.stack([TF.gaussian_blur(x[i], [kernel_size, kernel_size], [float(s), float(s)])
+                       for i, s in enumerate(sigma)])
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=0)
+
+
+def test_blur_rejects_kernel_too_large_for_image() -> None:
+    with pytest.raises(ValueError, match="too large"):
+        gaussian_blur_per_image(torch.rand(1, 3, 4, 4), torch.ones(1), 9)
+
+
+def test_solarize_matches_torchvision() -> None:
+    x = images(3, 8)
+    mask = torch.tensor([True, False, True])
+    y = solarize(x, mask, 0.5)
+    ref = torch.stack([TF.solarize(x[0], 0.5), x[1], TF.solarize(x[2], 0.5)])
+    torch.testing.assert_close(y, ref, atol=0, rtol=0)
+
+
+def reference_pipeline(aug: BYOLAugment, x: torch.Tensor, p: dict) -> torch.Tensor:
+    """Image-by-image torchvision composition of the pipeline (identity crops only)."""
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    keys = ["brightness", "contrast", "saturation", "hue"]
+    out = []
+    for i in range(x.shape[0]):
+        img = x[i]
+        if p["flip"][i]:
+            img = TF.horizontal_flip(img)
+        if p["jitter"][i]:
+            for op in p["jitter_order"][i].tolist():
+                img = ops[op](img, float(p[keys[op]][i]))
+        if p["grayscale"][i]:
+            img = TF.rgb_to_grayscale(img, num_output_channels=3)
+        if p["blur"][i]:
+            k = aug.blur_kernel_size
+            img = TF.gaussian_blur(img, [k, k], [float(p["sigma"][i])] * 2)
+        if p["solarize"][i]:
+            img = TF.solarize(img, aug.solarize_threshold)
+        out.append(TF.normalize(img, list(IMAGENET_MEAN), list(IMAGENET_STD)))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("batch", [1, 6, 16])
+def test_full_pipeline_matches_per_image_torchvision(batch: int) -> None:
+    # Identity crops so torchvision needs no resampling; all other ops on with p in (0, 1).
+    aug = BYOLAugment(16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=(0.4, 0.4, 0.4, 0.2),
+                      jitter_p=0.8, grayscale_p=0.3, blur_p=0.5, blur_kernel_size=5,
+                      solarize_p=0.5)
+    x = images(batch, 16, seed=batch)
+    p = aug.sample_params(batch, "cpu", gen(batch))
+    torch.testing.assert_close(aug(x, params=p), reference_pipeline(aug, x, p), atol=1e-4, rtol=0)
+
+
+def test_jitter_random_order_matters_and_is_respected() -> None:
+    # The same image with brightness 1.4 then saturation 0 vs saturation then brightness differ
+    # (clamping); the pipeline must follow each image's own order.
+    aug = BYOLAugment(8, **{**PLAIN, "jitter_p": 1.0, "jitter": (0.4, 0.4, 1.0, 0.1)})
+    x = images(1, 8).expand(2, -1, -1, -1).contiguous()
+    p = aug.sample_params(2, "cpu", gen())
+    p.update(brightness=torch.tensor([1.4, 1.4]), contrast=torch.ones(2),
+             saturation=torch.zeros(2), hue=torch.zeros(2), jitter_pos=torch.tensor([0, 1]),
+             jitter_order=torch.tensor([[3, 0, 2, 1], [3, 2, 0, 1]]))
+    y = aug(x, params=p)
+    ref0 = TF.adjust_saturation(TF.adjust_brightness(x[0], 1.4), 0.0)
+    ref1 = TF.adjust_brightness(TF.adjust_saturation(x[1], 0.0), 1.4)
+    torch.testing.assert_close(y[0], ref0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[1], ref1, atol=1e-5, rtol=0)
+    assert (ref0 - ref1).abs().max() > 0.01
+
+
+def test_images_without_jitter_are_unchanged_exactly() -> None:
+    aug = BYOLAugment(8, **{**PLAIN, "jitter_p": 0.5})
+    x = images(32, 8)
+    p = aug.sample_params(32, "cpu", gen())
+    y = aug(x, params=p)
+    off = ~p["jitter"]
+    assert off.any() and p["jitter"].any()
+    torch.testing.assert_close(y[off], x[off], atol=1e-6, rtol=0)
+    assert (y[~off] - x[~off]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+
+
+# ----------------------------------------------------------------------------------------------
+# Kornia backend
+# ----------------------------------------------------------------------------------------------
+
+
+def test_kornia_backend_runs_with_per_image_crops() -> None:
+    x = images(1, 24).expand(8, -1, -1, -1).contiguous()
+    crops_only = BYOLAugment(16, flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
+                             backend="kornia")
+    y = crops_only(x, gen()).flatten(1)
+    assert y.shape == (8, 3 * 16 * 16)
+    assert torch.cdist(y, y)[~torch.eye(8, dtype=torch.bool)].min() > 1e-3
+    for view in default_views(16, backend="kornia"):
+        z = unnormalise(view(x, gen()))
+        assert z.shape == (8, 3, 16, 16) and z.min() >= -1e-4 and z.max() <= 1 + 1e-4
+
+
+def test_kornia_solarize_uses_paper_threshold() -> None:
+    aug = BYOLAugment(4, **{**PLAIN, "solarize_p": 1.0}, backend="kornia")
+    x = torch.tensor([0.2, 0.49, 0.5, 0.9]).view(1, 1, 1, 4).expand(2, 3, 4, 4).contiguous()
+    torch.testing.assert_close(aug(x, gen()), TF.solarize(x, 0.5), atol=1e-6, rtol=0)
+
+
+def test_backends_agree_in_distribution() -> None:
+    """Pixel mean and std over many views agree between backends (loose: the draws differ)."""
+    x = images(256, 24)
+    stats = {}
+    for backend in ("torch", "kornia"):
+        z = torch.cat([unnormalise(v(x, gen(5))) for v in default_views(16, backend=backend)])
+        stats[backend] = torch.stack([z.mean(), z.std()])
+    torch.testing.assert_close(stats["torch"], stats["kornia"], atol=0.03, rtol=0)
+
+
+@pytest.mark.skipif(not CIFAR.exists(), reason="CIFAR-10 mini data set not available")
+def test_real_images_small_preset() -> None:
+    import numpy as np
+
+    data = np.load(CIFAR)["train_images"][:256]
+    x = torch.from_numpy(data).float() / 255
+    assert x.shape[1:] == (3, 32, 32)
+    views = default_views(32, preset="small")
+    y1, y2 = (v(x, gen(i)) for i, v in enumerate(views))
+    for y in (y1, y2):
+        z = unnormalise(y)
+        assert z.min() >= -1e-4 and z.max() <= 1 + 1e-4
+    # The two views of an image are different but, on average, closer than views of two images.
+    same = (y1 - y2).flatten(1).norm(dim=1)
+    other = (y1 - y2.roll(1, dims=0)).flatten(1).norm(dim=1)
+    assert same.min() > 0
+    assert same.mean() < other.mean()
