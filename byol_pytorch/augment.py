@@ -24,7 +24,7 @@ definitions, so each can be checked against ``torchvision.transforms.v2.function
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,9 @@ __all__ = [
     "gaussian_blur_per_image",
     "solarize",
     "crop_flip_theta",
+    "crop_grid",
     "sample_crop_boxes",
+    "jitter_layout",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,6 +57,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 # Index of each colour-jitter op in ``params["jitter_order"]``.
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
+_PARAM_KEYS = frozenset({"crop", "flip", "jitter", "brightness", "contrast", "saturation", "hue",
+                         "jitter_order", "jitter_pos", "grayscale", "blur", "sigma", "solarize"})
 _CROP_TRIES = 10  # torchvision's RandomResizedCrop tries 10 boxes before falling back
 
 
@@ -295,11 +299,41 @@ def crop_flip_theta(boxes: Tensor, flip: Tensor, input_size: tuple[int, int]) ->
     return torch.stack([sx, zero, tx, zero, sy, ty], dim=1).view(-1, 2, 3)
 
 
+def jitter_layout(order: Tensor) -> tuple[Tensor, int]:
+    """Work-buffer rows for arbitrary per-image jitter orders (syncs with the device once).
+
+    Args:
+        order: (B, 4) long, each row a permutation of 0..3 (3 is hue).
+
+    Returns:
+        ``(pos, n)``: (B,) long distinct rows with ``pos // n`` the image's hue slot, and n the
+        rows per slot (the largest number of images sharing a hue slot, at least ceil(B / 4)).
+    """
+    bsz = order.shape[0]
+    if order.dim() != 2 or order.shape[1] != 4 or not torch.equal(
+            order.sort(dim=1).values, torch.arange(4, device=order.device).expand(bsz, 4)):
+        raise ValueError("jitter_order must be (B, 4) with each row a permutation of 0, 1, 2, 3")
+    hue_slot = (order == _HUE).to(torch.int8).argmax(dim=1)
+    counts = torch.bincount(hue_slot, minlength=4)
+    n = max(int(counts.max()), -(-bsz // 4))
+    by_slot = torch.argsort(hue_slot, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(hue_slot)
+    rank[by_slot] = torch.arange(bsz, device=order.device) - starts[hue_slot[by_slot]]
+    return hue_slot * n + rank, n
+
+
+def _subset_ops(device: torch.device) -> bool:
+    """Whether ops with p < 1 process only the chosen images (CPU: indexing by a mask needs no
+    host sync there) rather than all images followed by a select (accelerators)."""
+    return device.type == "cpu"
+
+
 def _masked_update_(x: Tensor, mask: Tensor, fn) -> Tensor:
     """Replace the images where ``mask`` is set by ``fn(images, index)``; may work in place.
 
-    On CPU only the selected images are processed (a data-dependent index costs nothing there).
-    Elsewhere ``fn`` runs on the whole batch and ``torch.where`` picks, which avoids a host sync.
+    On CPU only the selected images are processed; elsewhere ``fn`` runs on the whole batch and
+    ``torch.where`` picks, which avoids a host sync (see :func:`_subset_ops`).
 
     Args:
         x: (B, C, H, W) images.
@@ -309,7 +343,7 @@ def _masked_update_(x: Tensor, mask: Tensor, fn) -> Tensor:
     Returns:
         (B, C, H, W) images; ``x`` itself on CPU.
     """
-    if x.device.type == "cpu":
+    if _subset_ops(x.device):
         idx = mask.nonzero().squeeze(1)
         if idx.numel() == x.shape[0]:
             x.copy_(fn(x, slice(None)))
@@ -317,6 +351,30 @@ def _masked_update_(x: Tensor, mask: Tensor, fn) -> Tensor:
             x.index_copy_(0, idx, fn(x.index_select(0, idx), idx))
         return x
     return torch.where(mask.view(-1, 1, 1, 1), fn(x, slice(None)), x)
+
+
+def crop_grid(theta: Tensor, size: tuple[int, int]) -> Tensor:
+    """``F.affine_grid(theta, (B, C, *size), align_corners=False)`` for axis-aligned ``theta``.
+
+    Crops and flips have no rotation or shear, so x depends only on the column and y only on the
+    row: two (B, S) outer products instead of affine_grid's batched matmul (slow on CPU).
+
+    Args:
+        theta: (B, 2, 3) affine matrices with zero off-diagonal terms.
+        size: output (S_h, S_w).
+
+    Returns:
+        (B, S_h, S_w, 2) sampling grid for ``F.grid_sample``.
+    """
+    out_h, out_w = size
+    bsz = theta.shape[0]
+    # Pixel centres in normalised coordinates (align_corners=False).
+    u = (torch.arange(out_w, device=theta.device, dtype=theta.dtype) * 2 + 1) / out_w - 1
+    v = (torch.arange(out_h, device=theta.device, dtype=theta.dtype) * 2 + 1) / out_h - 1
+    gx = torch.addcmul(theta[:, 0, 2:3], theta[:, 0, 0:1], u)  # (B, S_w)
+    gy = torch.addcmul(theta[:, 1, 2:3], theta[:, 1, 1:2], v)  # (B, S_h)
+    return torch.stack([gx.unsqueeze(1).expand(bsz, out_h, out_w),
+                        gy.unsqueeze(2).expand(bsz, out_h, out_w)], dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,17 +486,21 @@ class BYOLAugment(nn.Module):
             blur_kernel_size = default_blur_kernel_size(min(self.image_size))
         if isinstance(blur_kernel_size, bool) or not isinstance(blur_kernel_size, int) \
                 or blur_kernel_size < 1 or blur_kernel_size % 2 == 0:
-            raise ValueError(f"blur_kernel_size must be a positive odd int, got {blur_kernel_size!r}")
+            raise ValueError(
+                f"blur_kernel_size must be a positive odd int, got {blur_kernel_size!r}")
         if self.blur_p > 0 and blur_kernel_size // 2 >= min(self.image_size):
             raise ValueError(f"blur_kernel_size {blur_kernel_size} is too large for output size "
                              f"{self.image_size}; use a kernel below 2 * min(image_size)")
         self.blur_kernel_size = blur_kernel_size
         self.solarize_p = _prob(solarize_p, "solarize_p")
         self.solarize_threshold = float(solarize_threshold)
+        if not 0.0 <= self.solarize_threshold <= 1.0:
+            raise ValueError(f"solarize_threshold must lie in [0, 1], got {solarize_threshold}")
         mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
         std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
         if mean_t.numel() != std_t.numel():
-            raise ValueError(f"mean and std need the same length, got {len(mean_t)} and {len(std_t)}")
+            raise ValueError(
+                f"mean and std need the same length, got {len(mean_t)} and {len(std_t)}")
         if (std_t <= 0).any():
             raise ValueError(f"std must be positive, got {tuple(std)}")
         self.register_buffer("mean", mean_t, persistent=False)
@@ -572,14 +634,19 @@ class BYOLAugment(nn.Module):
             if params is not None:
                 raise ValueError("params are only supported by backend='torch'")
             return self._forward_kornia(x, generator)
-        if params is None:
-            params = self.sample_params(x.shape[0], x.device, generator,
-                                        input_size=(x.shape[2], x.shape[3]))
-        return self.transform(x, params)
+        if params is not None:
+            return self.transform(x, params)
+        params = self.sample_params(x.shape[0], x.device, generator,
+                                    input_size=(x.shape[2], x.shape[3]))
+        return self._transform(x, params, layout_from_order=False)
 
     @torch.no_grad()
     def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         """Apply the torch-backend pipeline with the given per-image parameters.
+
+        Parameters may be edited after :meth:`sample_params` (e.g. to force a flip or a jitter
+        order); ``jitter_pos`` is then ignored and rebuilt from ``jitter_order``, which costs
+        one host sync.
 
         Args:
             x: (B, C, H, W) float images in [0, 1].
@@ -589,21 +656,33 @@ class BYOLAugment(nn.Module):
             (B, C, S_h, S_w) normalised images, same dtype and device as ``x``.
         """
         self._check_input(x)
+        return self._transform(x, params, layout_from_order=True)
+
+    def _transform(self, x: Tensor, params: dict[str, Tensor], layout_from_order: bool) -> Tensor:
+        bsz = x.shape[0]
+        missing = _PARAM_KEYS - params.keys()
+        if missing:
+            raise ValueError(f"params lack {sorted(missing)}; get them from sample_params()")
+        bad = {k: tuple(params[k].shape) for k in _PARAM_KEYS if params[k].shape[0] != bsz}
+        if bad:
+            raise ValueError(f"params are for another batch size than B={bsz}: shapes {bad}")
         params = {k: v.to(x.device, non_blocking=True) for k, v in params.items()}
         y = self.crop_flip(x, params)
         # Colour maths in float32; the crop ran in the input dtype to read half the bytes.
         y = y.float() if y.dtype != torch.float32 else y
         y = y.contiguous().clamp_(0.0, 1.0)
         if self._jitter_active:
-            y = self.colour_jitter(y, params)
+            rows_per_slot = None
+            if layout_from_order:
+                pos, rows_per_slot = jitter_layout(params["jitter_order"])
+                params = {**params, "jitter_pos": pos}
+            y = self.colour_jitter(y, params, rows_per_slot)
         if self.grayscale_p > 0:
-            y = _masked_update_(y, params["grayscale"],
-                                lambda t, idx: rgb_to_grayscale(t).expand_as(t))
+            y = self.grayscale_(y, params)
         if self.blur_p > 0:
             y = self.blur(y, params)
         if self.solarize_p > 0:
-            t = self.solarize_threshold
-            y = _masked_update_(y, params["solarize"], lambda v, idx: solarize(v, None, t))
+            y = self.solarize_(y, params)
         out = self.normalize_(y).to(x.dtype)
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
                 and not x.is_contiguous():
@@ -614,13 +693,13 @@ class BYOLAugment(nn.Module):
 
     def crop_flip(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         """All crops, resizes and flips as one bilinear ``grid_sample``: (B,C,H,W) -> (B,C,S,S)."""
-        bsz, c, in_h, in_w = x.shape
-        theta = crop_flip_theta(params["crop"].float(), params["flip"], (in_h, in_w))
-        grid = F.affine_grid(theta.to(x.dtype), [bsz, c, *self.image_size], align_corners=False)
+        theta = crop_flip_theta(params["crop"].float(), params["flip"], x.shape[-2:])
+        grid = crop_grid(theta, self.image_size).to(x.dtype)
         # Border padding only matters for the half pixel at the box edges.
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    def colour_jitter(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def colour_jitter(self, y: Tensor, params: dict[str, Tensor],
+                      rows_per_slot: int | None = None) -> Tensor:
         """Brightness, contrast, saturation and hue in a random order per image.
 
         Images are gathered into a work buffer by ``params["jitter_pos"]`` so that the images
@@ -632,16 +711,15 @@ class BYOLAugment(nn.Module):
         Args:
             y: (B, 3, S, S) float32 images in [0, 1].
             params: per-image parameters.
+            rows_per_slot: n, the rows per hue slot in the buffer; default ``ceil(B / 4)``, the
+                layout :meth:`sample_params` draws.
 
         Returns:
             (B, 3, S, S) jittered images (a new tensor).
         """
         bsz = y.shape[0]
-        n = -(-bsz // 4)
         pos = params["jitter_pos"]
-        if pos.shape != (bsz,):
-            raise ValueError(f"params are for another batch size: jitter_pos has shape "
-                             f"{tuple(pos.shape)}, images have B={bsz}")
+        n = -(-bsz // 4) if rows_per_slot is None else rows_per_slot
         # Spare rows (when 4 does not divide B) copy image 0; their results are dropped.
         src = torch.zeros(4 * n, dtype=torch.long, device=y.device)
         src[pos] = torch.arange(bsz, device=y.device)
@@ -651,18 +729,20 @@ class BYOLAugment(nn.Module):
         factors = torch.stack([params["brightness"][src], params["contrast"][src],
                                params["saturation"][src]], dim=1).float()  # (4n, 3)
         hue = params["hue"][src].float()
-        zeros = torch.zeros_like(hue)
+        # Per-slot blend weights for all slots at once (the loop below only takes columns):
+        # buf.lerp_(target, w) = (1 - w) * buf + w * target with w = 1 - factor, an exact no-op
+        # at w = 0 (hue slots and images without jitter).
+        chosen = factors.gather(1, order.clamp(max=2))  # (4n, 4)
+        w_all = torch.where(on.unsqueeze(1) & (order != _HUE), 1.0 - chosen, 0.0)
+        w_sat_all = (order == _SATURATION).to(buf.dtype)
+        w_con_all = (order == _CONTRAST).to(buf.dtype)
         for slot in range(4):
-            op = order[:, slot]
-            chosen = factors.gather(1, op.clamp(max=2).unsqueeze(1)).squeeze(1)
-            # buf.lerp_(target, w) = (1 - w) * buf + w * target, w = 1 - factor; exact no-op at 0.
-            w = torch.where(on & (op != _HUE), 1.0 - chosen, zeros).view(-1, 1, 1, 1)
             # Blend target: 0 for brightness, mean grey for contrast, grey for saturation.
             target = rgb_to_grayscale(buf)
             mean = target.mean(dim=(1, 2, 3), keepdim=True)
-            w_con = (op == _CONTRAST).to(buf.dtype).view(-1, 1, 1, 1)
-            target.mul_((op == _SATURATION).to(buf.dtype).view(-1, 1, 1, 1)).addcmul_(mean, w_con)
-            buf.lerp_(target, w).clamp_(0.0, 1.0)
+            target.mul_(w_sat_all[:, slot].view(-1, 1, 1, 1))
+            target.addcmul_(mean, w_con_all[:, slot].view(-1, 1, 1, 1))
+            buf.lerp_(target, w_all[:, slot].view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
             rows = slice(slot * n, (slot + 1) * n)
             part = buf[rows]
             shifted = _masked_update_(part, on[rows],
@@ -670,6 +750,18 @@ class BYOLAugment(nn.Module):
             if shifted is not part:
                 part.copy_(shifted)
         return buf.index_select(0, pos)
+
+    def grayscale_(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Grayscale (kept as 3 channels) where ``params["grayscale"]``; in place on CPU."""
+        return _masked_update_(y, params["grayscale"],
+                               lambda t, idx: rgb_to_grayscale(t).expand_as(t))
+
+    def solarize_(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Solarise images with ``params["solarize"]``; in place on CPU."""
+        if not _subset_ops(y.device):
+            return solarize(y, params["solarize"], self.solarize_threshold)  # one fused where
+        return _masked_update_(y, params["solarize"],
+                               lambda t, idx: solarize(t, None, self.solarize_threshold))
 
     def blur(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
         """Per-image Gaussian blur of the images with ``params["blur"]`` set."""
@@ -720,9 +812,12 @@ class BYOLAugment(nn.Module):
         else:
             # kornia samples from the global RNG: seed it from the generator, then restore it.
             seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-            devices = [x.device] if x.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
+            on_cuda = x.device.type == "cuda"
+            with torch.random.fork_rng(devices=[x.device] if on_cuda else []):
+                torch.default_generator.manual_seed(seed)
+                if on_cuda:
+                    with torch.cuda.device(x.device):
+                        torch.cuda.manual_seed(seed)
                 y = self._kornia(xf)
         out = self.normalize_(y.float().clamp(0.0, 1.0)).to(x.dtype)
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
@@ -730,8 +825,8 @@ class BYOLAugment(nn.Module):
         return out
 
 
-def default_views(image_size: int | tuple[int, int],
-                  preset: str = "imagenet", backend: str = "torch") -> tuple[BYOLAugment, BYOLAugment]:
+def default_views(image_size: int | tuple[int, int], preset: str = "imagenet",
+                  backend: str = "torch") -> tuple[BYOLAugment, BYOLAugment]:
     """The paper's two asymmetric views (BYOL Table 6).
 
     View 1: blur p=1.0, solarize p=0.0. View 2: blur p=0.1, solarize p=0.2. Everything else as in

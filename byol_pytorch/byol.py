@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from byol_pytorch.augment import IMAGENET_MEAN, IMAGENET_STD, default_views
+from byol_pytorch.augment import BYOLAugment, default_views
 from byol_pytorch.ema import copy_weights_, ema_update_, make_target
 from byol_pytorch.features import FeatureExtractor, HiddenLayer
 from byol_pytorch.heads import MLP, SimplicialEmbedding
@@ -118,12 +118,12 @@ class BYOL(nn.Module):
         # projections (see byol_pytorch.monitor); read it when logging, it costs no sync until then.
         self.last_projection_std: Tensor | None = None
 
-        self.custom_augment = augment_fn is not None or augment_fn2 is not None
         default1, default2 = default_views(self.image_size, preset=augment_preset)
         self.augment1 = augment_fn if augment_fn is not None else default1
         self.augment2 = augment_fn2 if augment_fn2 is not None else (augment_fn or default2)
-        self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, -1, 1, 1), persistent=False)
+        # With our augmentations (default or user-configured BYOLAugment) inputs are [0, 1] images
+        # and the views are normalised; embeddings then get the same normalisation.
+        self.expects_unit_range = isinstance(self.augment1, BYOLAugment)
 
         encoder = FeatureExtractor(net, hidden_layer, token_pool=token_pool)
         repr_dim, unused = self._dry_run(encoder)
@@ -243,7 +243,7 @@ class BYOL(nn.Module):
             x2: optional (B, C, H', W') view 2 made by the caller; both views are then used as
                 they are (no augmentation, no normalisation).
             return_embedding: return the online network's output for ``x`` without augmentation
-                (ImageNet-normalised first when the default augmentations are in use).
+                (normalised first, as the views are, when augment_fn is a BYOLAugment: the default).
             return_projection: with ``return_embedding``, return ``(projection, embedding)``
                 ((B, projection_size), (B, D)) instead of just the embedding (B, D).
 
@@ -253,12 +253,13 @@ class BYOL(nn.Module):
         if isinstance(x2, bool):  # byol-pytorch 0.9.1 positional call: learner(x, True)
             x2, return_embedding = None, x2
         if return_embedding:
-            self._check_images(x, "x", check_range=not self.custom_augment)
-            y = self.online.encoder(x if self.custom_augment else self._normalize(x))
+            self._check_images(x, "x", check_range=self.expects_unit_range)
+            y = self.online.encoder(self.augment1.normalize_(x.clone()) if self.expects_unit_range
+                                    else x)
             return (self.online.projector(y), y) if return_projection else y
 
         if x2 is None:
-            self._check_images(x, "x", check_range=not self.custom_augment)
+            self._check_images(x, "x", check_range=self.expects_unit_range)
             view1, view2 = self._augment(self.augment1, x), self._augment(self.augment2, x)
         else:
             self._check_images(x, "x (view 1)", check_range=False)
@@ -291,9 +292,6 @@ class BYOL(nn.Module):
             else:
                 t1, t2 = self.target(view1), self.target(view2)
         return symmetric_byol_loss(q1, q2, t1, t2)
-
-    def _normalize(self, x: Tensor) -> Tensor:
-        return (x - self._mean.to(x.dtype)) / self._std.to(x.dtype)
 
     def _augment(self, fn: AugmentFn, x: Tensor) -> Tensor:
         # Augmentation is preprocessing: keep it in the images' dtype, outside any autocast region.

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
+import byol_pytorch.augment as augment_module
 from byol_pytorch.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -20,6 +21,8 @@ from byol_pytorch.augment import (
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
+    crop_flip_theta,
+    crop_grid,
     default_blur_kernel_size,
     default_views,
     gaussian_blur_per_image,
@@ -292,6 +295,7 @@ def test_non_rgb_works_without_colour_ops() -> None:
     dict(crop_ratio=(2.0, 1.0)), dict(flip_p=1.5), dict(jitter_p=-0.1), dict(blur_kernel_size=4),
     dict(blur_kernel_size=31), dict(blur_sigma=(0.0, 1.0)), dict(jitter=(0.4, 0.4, 0.2, 0.6)),
     dict(jitter=(0.4, 0.4, 0.2)), dict(backend="numpy"), dict(std=(0.0, 1.0, 1.0)),
+    dict(solarize_threshold=1.5), dict(mean=(0.5, 0.5)),
 ])
 def test_bad_config_raises(kwargs: dict) -> None:
     with pytest.raises((ValueError, TypeError)):
@@ -335,14 +339,25 @@ def test_explicit_crop_box_matches_slicing_and_interpolate() -> None:
     y = aug(x, params=p)
     torch.testing.assert_close(y[0], x[0, :, 4:20, 8:24], atol=1e-5, rtol=0)
     torch.testing.assert_close(y[1], x[1, :, 16:32, 0:16], atol=1e-5, rtol=0)
-    # Upsampling a box is bilinear resizing of that box (border-clamped, like interpolate).
+    # Upsampling a box is bilinear resizing of that box. Only the outer ring of output pixels
+    # differs: it blends in the real pixels just outside the box, where cropping first (as
+    # interpolate here) clamps to the box edge.
     up = BYOLAugment(32, **PLAIN)
     p["flip"] = torch.tensor([False, True])
-    y = up(x, params=p)
+    y = up(x, params=p)[..., 1:-1, 1:-1]
     ref = F.interpolate(x[:, :, 4:20, 8:24], size=32, mode="bilinear", align_corners=False)
-    torch.testing.assert_close(y[0], ref[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[0], ref[0, :, 1:-1, 1:-1], atol=1e-5, rtol=0)
     ref = F.interpolate(x[:, :, 16:32, 0:16], size=32, mode="bilinear", align_corners=False)
-    torch.testing.assert_close(y[1], torch.flip(ref[1], dims=[-1]), atol=1e-5, rtol=0)
+    ref = torch.flip(ref[1], dims=[-1])[:, 1:-1, 1:-1]
+    torch.testing.assert_close(y[1], ref, atol=1e-5, rtol=0)
+
+
+def test_crop_grid_matches_affine_grid() -> None:
+    aug = BYOLAugment(8)
+    p = aug.sample_params(16, "cpu", gen(), input_size=(20, 30))
+    theta = crop_flip_theta(p["crop"], p["flip"], (20, 30))
+    ref = F.affine_grid(theta, [16, 3, 12, 9], align_corners=False)
+    torch.testing.assert_close(crop_grid(theta, (12, 9)), ref, atol=1e-6, rtol=0)
 
 
 def test_crop_downsampling_matches_interpolate_at_integer_factor() -> None:
@@ -440,6 +455,45 @@ def test_full_pipeline_matches_per_image_torchvision(batch: int) -> None:
     torch.testing.assert_close(aug(x, params=p), reference_pipeline(aug, x, p), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("batch", [1, 7, 16])
+def test_sampled_fast_path_matches_explicit_params_path(batch: int) -> None:
+    # forward() uses sample_params' buffer layout directly; transform() rebuilds it from the
+    # order. Both must give the per-image torchvision reference.
+    aug = BYOLAugment(12, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), blur_p=0.5,
+                      solarize_p=0.5, blur_kernel_size=3)
+    x = images(batch, 12, seed=batch)
+    fast = aug(x, gen(batch))
+    p = aug.sample_params(batch, "cpu", gen(batch), input_size=(12, 12))
+    torch.testing.assert_close(fast, aug(x, params=p), atol=1e-6, rtol=0)
+    torch.testing.assert_close(fast, reference_pipeline(aug, x, p), atol=1e-4, rtol=0)
+
+
+def test_accelerator_code_path_matches_cpu_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On GPUs, ops with p < 1 run on the whole batch and select; force that path on CPU.
+    x = images(24, 20)
+    for view in default_views(16):
+        subset = view(x, gen(4))
+        monkeypatch.setattr(augment_module, "_subset_ops", lambda device: False)
+        select = view(x, gen(4))
+        monkeypatch.undo()
+        torch.testing.assert_close(select, subset, atol=1e-6, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["torch", "kornia"])
+def test_cuda_matches_cpu_with_cpu_generator(backend: str) -> None:
+    x = images(32, 40)
+    for view in default_views(32, backend=backend):
+        cpu = view(x, gen(9))
+        cuda = view.cuda()(x.cuda(), gen(9))
+        assert cuda.device.type == "cuda" and cuda.dtype == x.dtype
+        if backend == "torch":  # kornia's CUDA RNG stream differs from its CPU one
+            torch.testing.assert_close(cuda.cpu(), cpu, atol=1e-4, rtol=0)
+        half = view(x.cuda().half(), gen(9))
+        assert half.dtype == torch.float16 and torch.isfinite(half).all()
+
+
 def test_jitter_random_order_matters_and_is_respected() -> None:
     # The same image with brightness 1.4 then saturation 0 vs saturation then brightness differ
     # (clamping); the pipeline must follow each image's own order.
@@ -447,7 +501,7 @@ def test_jitter_random_order_matters_and_is_respected() -> None:
     x = images(1, 8).expand(2, -1, -1, -1).contiguous()
     p = aug.sample_params(2, "cpu", gen())
     p.update(brightness=torch.tensor([1.4, 1.4]), contrast=torch.ones(2),
-             saturation=torch.zeros(2), hue=torch.zeros(2), jitter_pos=torch.tensor([0, 1]),
+             saturation=torch.zeros(2), hue=torch.zeros(2),
              jitter_order=torch.tensor([[3, 0, 2, 1], [3, 2, 0, 1]]))
     y = aug(x, params=p)
     ref0 = TF.adjust_saturation(TF.adjust_brightness(x[0], 1.4), 0.0)
@@ -455,6 +509,22 @@ def test_jitter_random_order_matters_and_is_respected() -> None:
     torch.testing.assert_close(y[0], ref0, atol=1e-5, rtol=0)
     torch.testing.assert_close(y[1], ref1, atol=1e-5, rtol=0)
     assert (ref0 - ref1).abs().max() > 0.01
+
+
+def test_edited_jitter_order_all_hue_in_one_slot() -> None:
+    # More images share a hue slot than sample_params' layout allows: transform() re-lays them.
+    aug = BYOLAugment(8, **{**PLAIN, "jitter_p": 1.0})
+    x = images(5, 8)
+    p = aug.sample_params(5, "cpu", gen())
+    p["jitter_order"] = torch.tensor([[1, 2, 0, 3]]).expand(5, 4).clone()
+    y = aug(x, params=p)
+    ref = torch.stack([TF.adjust_hue(TF.adjust_brightness(TF.adjust_saturation(TF.adjust_contrast(
+        x[i], float(p["contrast"][i])), float(p["saturation"][i])), float(p["brightness"][i])),
+        float(p["hue"][i])) for i in range(5)])
+    torch.testing.assert_close(y, ref, atol=1e-4, rtol=0)
+    p["jitter_order"][0] = torch.tensor([0, 0, 1, 2])
+    with pytest.raises(ValueError, match="permutation"):
+        aug(x, params=p)
 
 
 def test_images_without_jitter_are_unchanged_exactly() -> None:

@@ -338,3 +338,16 @@ def test_projection_std_is_recorded(images):
     learner(images)
     std = learner.last_projection_std
     assert std.dim() == 0 and 0 < std.item() < 1
+
+
+def test_embedding_uses_custom_byolaugment_normalisation(images):
+    from byol_pytorch import BYOLAugment
+
+    aug = BYOLAugment(16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    learner = make_learner(augment_fn=aug).eval()
+    y = learner(images, return_embedding=True, return_projection=False)
+    assert torch.allclose(y, learner.online.encoder((images - 0.5) / 0.25), atol=1e-6)
+    plain = make_learner(augment_fn=lambda x: x).eval()  # unknown callable: input used as given
+    plain.load_state_dict(learner.state_dict())
+    assert torch.allclose(plain(images, return_embedding=True, return_projection=False),
+                          plain.online.encoder(images), atol=1e-6)

@@ -1,0 +1,427 @@
+"""Helpers shared by the example scripts: distributed setup, rank-0 logging, metrics, checkpoints.
+
+This is the only module that reads the torchrun environment (``RANK``, ``LOCAL_RANK``,
+``WORLD_SIZE``). Without it, the scripts run as one process without a process group.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from byol_pytorch import unwrap
+from byol_pytorch.augment import IMAGENET_MEAN, IMAGENET_STD
+from byol_pytorch.features import FeatureExtractor, HiddenLayer
+
+__all__ = [
+    "DistInfo", "init_distributed", "cleanup_distributed", "env_world_size", "is_main_process",
+    "print0", "seed_everything", "SmoothedValue", "MetricMeter", "JsonlWriter", "CsvWriter",
+    "truncate_log", "capture_rng_state", "restore_rng_state", "gather_rng_states",
+    "save_checkpoint", "load_checkpoint", "backbone_state_dict", "save_backbone",
+    "all_gather_varsize", "parse_hidden_layer", "load_pretrained_backbone", "EvalEncoder",
+    "unwrap",
+]
+
+
+# ------------------------------------------------------------------------------ distributed
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process runs: its global and local rank, the world size and its device."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` as set by torchrun (1 without it); readable before any initialisation."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _pick_device(device: str, local_rank: int) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda was requested but CUDA is not available")
+        if local_rank >= torch.cuda.device_count():
+            raise SystemExit(f"error: LOCAL_RANK={local_rank} but only "
+                             f"{torch.cuda.device_count()} GPUs are visible on this node")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if device != "cpu":
+        raise SystemExit(f"error: unknown device {device!r}; use auto, cuda or cpu")
+    return torch.device("cpu")
+
+
+def init_distributed(device: str = "auto", timeout_min: float = 30.0) -> DistInfo:
+    """Join the torchrun process group if there is one, else run as a single process.
+
+    Reads ``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` (set by ``torchrun``); ``MASTER_ADDR`` and
+    ``MASTER_PORT`` are read by ``init_method="env://"``. Uses NCCL on CUDA (one GPU per process,
+    ``LOCAL_RANK`` picks it) and gloo on CPU. Without ``WORLD_SIZE`` (or with 1) no process group
+    is created, like torchvision's ``init_distributed_mode``.
+    """
+    world_size = env_world_size()
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = _pick_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend, init_method="env://", world_size=world_size, rank=rank,
+            timeout=datetime.timedelta(minutes=timeout_min),
+            device_id=dev if dev.type == "cuda" else None,  # eager NCCL init, bound to our GPU
+        )
+    return DistInfo(rank, local_rank, world_size, dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def print0(*args: Any, **kwargs: Any) -> None:
+    """``print`` on rank 0 only (flushed); other ranks stay silent. builtins.print is untouched."""
+    if is_main_process():
+        kwargs.setdefault("flush", True)
+        print(*args, **kwargs)
+
+
+def all_gather_varsize(t: Tensor) -> Tensor:
+    """Concatenate ``t`` (N_r, ...) from every rank along dim 0 (N_r may differ between ranks).
+
+    The tensor is gathered on its own device (use a CUDA tensor with NCCL); without a process
+    group it is returned unchanged.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    world = dist.get_world_size()
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes = [int(s.item()) for s in sizes]
+    padded = t.new_zeros((max(sizes), *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    out = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(out, padded.contiguous())
+    return torch.cat([o[:s] for o, s in zip(out, sizes)])
+
+
+# ------------------------------------------------------------------------------ randomness
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, numpy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds all CUDA devices
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every global RNG this process draws from, as plain tensors/lists (``weights_only``-safe).
+
+    The learner's augmentations draw from the global torch generator of the images' device, so
+    both the CPU and the CUDA states are captured.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": _to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _to_lists(x: Any) -> Any:
+    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuples(x: Any) -> Any:
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, (tuple, list)) else x
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) != torch.cuda.device_count():
+            warnings.warn(f"checkpoint has RNG states for {len(cuda_states)} GPUs, this node has "
+                          f"{torch.cuda.device_count()}: the CUDA RNG is restored only partly")
+        for i, s in enumerate(cuda_states[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s.cpu(), i)
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """The RNG state of every rank (index = rank); a collective: every rank must call it."""
+    state = capture_rng_state()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [state]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return [_cpu(s) for s in states]
+
+
+def _cpu(x: Any) -> Any:
+    if isinstance(x, Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: _cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_cpu(v) for v in x)
+    return x
+
+
+# ------------------------------------------------------------------------------ metrics and logs
+class SmoothedValue:
+    """Running statistics of a scalar series: median/mean over a window, and the global mean."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.window: deque[float] = deque(maxlen=window)
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, value: float, n: int = 1) -> None:
+        self.window.append(float(value))
+        self.total += float(value) * n
+        self.count += n
+
+    @property
+    def avg(self) -> float:
+        return sum(self.window) / len(self.window) if self.window else math.nan
+
+    @property
+    def global_avg(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+    @property
+    def value(self) -> float:
+        return self.window[-1] if self.window else math.nan
+
+
+class MetricMeter:
+    """A named set of :class:`SmoothedValue`; ``str(meter)`` gives ``loss 0.1234 (0.2345) ...``."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.window = window
+        self.meters: dict[str, SmoothedValue] = {}
+
+    def update(self, n: int = 1, **values: float) -> None:
+        for name, value in values.items():
+            self.meters.setdefault(name, SmoothedValue(self.window)).update(value, n)
+
+    def __getitem__(self, name: str) -> SmoothedValue:
+        return self.meters[name]
+
+    def __str__(self) -> str:
+        return "  ".join(f"{k} {m.value:.4g} ({m.global_avg:.4g})" for k, m in self.meters.items())
+
+
+class JsonlWriter:
+    """Append one JSON object per line; flushed after each record so readers can tail the file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.file.write(json.dumps(record, allow_nan=True) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class CsvWriter:
+    """CSV with a fixed header (``fields``); missing values are left empty."""
+
+    def __init__(self, path: str | Path, fields: Iterable[str]) -> None:
+        self.path = Path(path)
+        self.fields = list(fields)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self.file = open(self.path, "a", encoding="utf-8", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+            self.file.flush()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self.writer.writerow({k: ("" if record.get(k) is None else record[k]) for k in self.fields})
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def truncate_log(path: str | Path, key: str, max_value: int) -> None:
+    """Drop the records of a .jsonl or .csv log whose ``key`` exceeds ``max_value``.
+
+    Used on resume, so that steps logged after the checkpoint (by the run that crashed) are not
+    repeated when they are trained again.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if path.suffix == ".csv":
+        header, rows = lines[:1], lines[1:]
+        idx = next(csv.reader(header)).index(key) if header else 0
+        keep = header + [r for r in rows if int(next(csv.reader([r]))[idx]) <= max_value]
+    else:
+        keep = [r for r in lines if r.strip() and json.loads(r)[key] <= max_value]
+    path.write_text("".join(keep), encoding="utf-8")
+
+
+class Timer:
+    """Wall-clock seconds since construction or the last ``reset()``."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def reset(self) -> None:
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(dict(state), tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (plain containers: ``weights_only``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=str(map_location))
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def backbone_state_dict(backbone: nn.Module) -> dict[str, Tensor]:
+    """The backbone's weights as contiguous CPU tensors, without wrapper prefixes."""
+    return {k: v.detach().cpu().contiguous() for k, v in unwrap(backbone).state_dict().items()}
+
+
+def save_backbone(backbone: nn.Module, output_dir: str | Path) -> None:
+    """Write ``backbone.pt`` (a state_dict) and ``backbone.safetensors`` (if safetensors exists).
+
+    Both load straight into a freshly built model of the same architecture:
+    ``model.load_state_dict(torch.load("backbone.pt"))``.
+    """
+    output_dir = Path(output_dir)
+    state = backbone_state_dict(backbone)
+    save_checkpoint(state, output_dir / "backbone.pt")
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        return
+    save_file(state, str(output_dir / "backbone.safetensors"))
+
+
+# ------------------------------------------------------------------------------ evaluation models
+def parse_hidden_layer(value: str | int | None) -> HiddenLayer:
+    """``"none"`` -> None, ``"-2"`` -> -2, anything else stays a module name."""
+    if value is None or isinstance(value, int):
+        return value
+    if value.lower() == "none":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+BACKBONE_PREFIX = "online.encoder.net."
+
+
+def load_pretrained_backbone(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Backbone weights and pretraining arguments from a pretrain.py output.
+
+    Accepts a full checkpoint (``checkpoint.pt``: the backbone is the learner's online encoder)
+    or a bare backbone state dict (``backbone.pt`` / ``backbone.safetensors``); for a bare one,
+    the arguments come from ``args.json`` next to it if it exists (else ``{}``).
+
+    Returns:
+        (backbone state dict, pretraining args as a dict)
+    """
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    if "model" in ckpt and isinstance(ckpt["model"], Mapping):  # full checkpoint
+        state = {k[len(BACKBONE_PREFIX):]: v for k, v in ckpt["model"].items()
+                 if k.startswith(BACKBONE_PREFIX)}
+        if not state:
+            raise ValueError(f"{path} has a 'model' entry without {BACKBONE_PREFIX!r} keys: "
+                             "not a BYOL checkpoint from pretrain.py")
+        return state, dict(ckpt.get("args", {}))
+    if not all(isinstance(v, Tensor) for v in ckpt.values()):
+        raise ValueError(f"{path} is neither a pretrain.py checkpoint nor a bare state dict")
+    args_file = path.parent / "args.json"
+    args = json.loads(args_file.read_text()) if args_file.is_file() else {}
+    return dict(ckpt), args
+
+
+class EvalEncoder(nn.Module):
+    """Frozen-feature model for evaluation: uint8/float images -> ImageNet-normalised -> (B, D).
+
+    The representation is the output of ``hidden_layer`` (the one hooked during pretraining), as
+    ``BYOL(...)(x, return_embedding=True, return_projection=False)`` computes it.
+    """
+
+    def __init__(self, backbone: nn.Module, hidden_layer: HiddenLayer = -2) -> None:
+        super().__init__()
+        self.encoder = FeatureExtractor(backbone, hidden_layer)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, 3, H, W) uint8 in [0, 255] or float in [0, 1] -> (B, D) float."""
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+        return self.encoder((x - self.mean) / self.std)
+
+
+def fail(message: str, code: int = 2) -> SystemExit:
+    """A SystemExit that prints ``error: message`` to stderr (raise it)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return SystemExit(code)

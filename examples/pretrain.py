@@ -1,0 +1,575 @@
+"""BYOL pretraining on one CPU, one GPU, many GPUs or many nodes (torchrun).
+
+    # laptop CPU, the embedded digits (no download)
+    python examples/pretrain.py --dataset digits --epochs 10
+    # one GPU, CIFAR-10
+    python examples/pretrain.py --dataset cifar10 --data-path data/ --download --amp bf16
+    # 8 GPUs, ImageNet (paper settings: LARS, batch 4096, 300 epochs)
+    torchrun --nproc_per_node 8 examples/pretrain.py --dataset folder --data-path /imagenet \
+        --amp bf16 --output-dir outputs/byol_r50
+    # 2 nodes x 8 GPUs (run on each node with its --node_rank)
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr HOST --master_port 29500 \
+        examples/pretrain.py --dataset folder --data-path /imagenet --amp bf16
+
+Images are decoded and resized on CPU workers (uint8) and augmented on the device by the learner.
+``--batch-size`` is the GLOBAL batch of one optimizer step (all processes x accumulation
+micro-steps); the learning rate is ``base_lr * batch_size / 256``. See examples/README.md for the
+recipes, the log fields and the checkpoint layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (CsvWriter, DistInfo, JsonlWriter, Timer, all_gather_varsize,  # noqa: E402
+                    cleanup_distributed, env_world_size, fail, gather_rng_states, init_distributed,
+                    load_checkpoint, parse_hidden_layer, print0, restore_rng_state, save_backbone,
+                    save_checkpoint, seed_everything, truncate_log, unwrap)
+from data import (DATASETS, build_dataset, check_data_args, eval_transform,  # noqa: E402
+                  pretrain_transform, shard, to_device_images)
+
+from byol_pytorch import BYOL, __version__, cifar_stem_, create_backbone, warmup_cosine  # noqa: E402
+from byol_pytorch.eval import extract_features, knn_accuracy  # noqa: E402
+from byol_pytorch.monitor import is_collapsed  # noqa: E402
+from byol_pytorch.optim import LARS, param_groups  # noqa: E402
+
+# Defaults per --preset; any flag given on the command line wins. "imagenet" is the paper's
+# (BYOL App. C: LARS, base LR 0.2 x batch/256, wd 1.5e-6, 10 warm-up epochs, tau 0.996, batch
+# 4096); "small" is solo-learn's CIFAR recipe (LARS eta 0.02, LR 1.0, wd 1e-5, tau 0.99, batch 256,
+# 1000 epochs) with the CIFAR ResNet stem. The paper's heads (4096 -> 256) are kept for both.
+PRESETS = {
+    "imagenet": dict(backbone="resnet50", image_size=224, batch_size=4096, epochs=300,
+                     base_lr=0.2, weight_decay=1.5e-6, warmup_epochs=10, ema_base=0.996,
+                     lars_eta=0.001, cifar_stem=False),
+    "small": dict(backbone="resnet18", image_size=32, batch_size=256, epochs=1000,
+                  base_lr=1.0, weight_decay=1e-5, warmup_epochs=10, ema_base=0.99,
+                  lars_eta=0.02, cifar_stem=True),
+}
+# The embedded digits are a laptop demo: small images and a short run unless told otherwise.
+DATASET_DEFAULTS = {"digits": dict(image_size=16, batch_size=128, epochs=10, warmup_epochs=1),
+                    "stl10": dict(image_size=96)}
+DEFAULT_PRESET = {"folder": "imagenet", "stl10": "imagenet", "cifar10": "small",
+                  "cifar100": "small", "npz": "small", "digits": "small"}
+STEP_FIELDS = ["step", "epoch", "loss", "lr", "tau", "projection_std"]
+EPOCH_FIELDS = ["epoch", "step", "loss", "lr", "tau", "projection_std", "knn_top1",
+                "images_per_s", "time"]
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("BYOL pretraining", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="digits", choices=DATASETS,
+                   help="digits is bundled with scikit-learn, so the default runs offline")
+    g.add_argument("--data-path", default=None, help="folder root (with train/ and optionally "
+                   "val/), torchvision root, or .npz file")
+    g.add_argument("--download", action="store_true", help="let torchvision download "
+                   "CIFAR/STL-10 (off: never touch the network unless asked)")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="held out from pretraining "
+                   "for kNN when the data set has no test split (npz, digits, folder w/o val/)")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of that held-out split; eval "
+                   "scripts read it from the checkpoint so they use the same split")
+    g.add_argument("--workers", type=int, default=None, help="CPU decoding workers per process "
+                   "(default: 0 for the in-memory npz/digits, else min(8, CPUs per process))")
+    g.add_argument("--load-size", type=int, default=None, help="side of the decoded images the "
+                   "device crops are taken from (default: image size x 256/224 for imagenet, "
+                   "image size for small)")
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default=None, choices=list(PRESETS), help="hyper-parameter and "
+                   "augmentation family: imagenet (paper) or small (CIFAR-size: crop scale "
+                   "floor 0.2, no blur, CIFAR stem); default: by data set")
+    g.add_argument("--backbone", default=None, help="torchvision name (resnet50) or timm:NAME")
+    g.add_argument("--cifar-stem", action=argparse.BooleanOptionalAction, default=None,
+                   help="3x3 stride-1 stem without max-pool for 32-96 px images (ResNets)")
+    g.add_argument("--hidden-layer", default="-2", help="layer whose output is the "
+                   "representation: module name, child index, or 'none' for the model output")
+    g.add_argument("--token-pool", default="cls", choices=["cls", "mean"],
+                   help="how ViT token outputs are pooled into one vector")
+    g.add_argument("--image-size", type=int, default=None, help="side of the augmented views")
+    g.add_argument("--proj-dim", type=int, default=256, help="projection size (paper: 256)")
+    g.add_argument("--proj-hidden-dim", type=int, default=4096,
+                   help="hidden size of projector and predictor (paper: 4096)")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (the paper "
+                   "normalises over the global batch); CUDA only")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None, help="GLOBAL batch per optimizer "
+                   "step, split over processes and --accum-steps")
+    g.add_argument("--accum-steps", type=int, default=1, help="micro-steps per optimizer step, "
+                   "to fit a large batch in memory (BatchNorm then sees micro-batches)")
+    g.add_argument("--optimizer", default="lars", choices=["lars", "sgd", "adam", "adamw"],
+                   help="LARS is what the paper uses for large batches")
+    g.add_argument("--base-lr", type=float, default=None, help="LR for batch 256; scaled "
+                   "linearly with the global batch (Goyal et al.)")
+    g.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear LR warm-up, then cosine decay to 0")
+    g.add_argument("--weight-decay", type=float, default=None,
+                   help="not applied to biases and norm parameters")
+    g.add_argument("--lars-eta", type=float, default=None, help="LARS trust coefficient")
+    g.add_argument("--ema-base", type=float, default=None,
+                   help="target EMA rate tau at step 0; it rises to 1 by a cosine over training")
+    g.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm; 0 = off")
+    g.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer "
+                   "steps (smoke tests); schedules still span --epochs")
+    g = p.add_argument_group("performance")
+    g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    g.add_argument("--amp", default="off", choices=list(AMP_DTYPES),
+                   help="autocast dtype; fp16 also uses a GradScaler")
+    g.add_argument("--channels-last", action="store_true", help="NHWC: faster convs on GPUs")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g = p.add_argument_group("logging and checkpoints")
+    g.add_argument("--output-dir", default="outputs/pretrain")
+    g.add_argument("--log-every", type=int, default=10, help="optimizer steps between log "
+                   "records (each costs one device sync)")
+    g.add_argument("--save-every", type=int, default=10, help="epochs between checkpoints "
+                   "(one is always written at the end); 0 = only at the end")
+    g.add_argument("--knn-every", type=int, default=0, help="epochs between kNN evaluations on "
+                   "the held-out split (labelled data sets); 0 = off")
+    g.add_argument("--knn-k", type=int, default=20, help="neighbours for the kNN monitor")
+    g.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for "
+                   "OUTPUT_DIR/checkpoint.pt if it exists")
+    g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write TensorBoard scalars (if tensorboard is installed)")
+    g.add_argument("--seed", type=int, default=0)
+    return p
+
+
+# ----------------------------------------------------------------------------- arguments
+def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill preset defaults and validate everything that can be checked before any work."""
+    args.preset = args.preset or DEFAULT_PRESET[args.dataset]
+    defaults = {**PRESETS[args.preset], **DATASET_DEFAULTS.get(args.dataset, {})}
+    for key, value in defaults.items():
+        if key != "cifar_stem" and getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.workers is None:
+        per_process = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        args.workers = 0 if args.dataset in ("npz", "digits") else max(1, min(8, per_process))
+    if args.load_size is None:
+        scale = 256 / 224 if args.preset == "imagenet" else 1.0
+        args.load_size = int(round(args.image_size * scale))
+    args.hidden_layer = parse_hidden_layer(args.hidden_layer)
+    checks = [
+        (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
+        (args.image_size >= 8, f"--image-size must be >= 8, got {args.image_size}"),
+        (args.load_size >= args.image_size, "--load-size must be >= --image-size"),
+        (args.batch_size >= 1 and args.accum_steps >= 1, "--batch-size and --accum-steps must "
+         "be >= 1"),
+        (0 <= args.warmup_epochs <= args.epochs, "--warmup-epochs must lie in [0, --epochs]"),
+        (args.base_lr > 0 and args.weight_decay >= 0, "--base-lr must be > 0 and "
+         "--weight-decay >= 0"),
+        (0.0 <= args.ema_base <= 1.0, f"--ema-base must lie in [0, 1], got {args.ema_base}"),
+        (0.0 < args.val_fraction < 1.0, "--val-fraction must lie in (0, 1)"),
+        (min(args.log_every, args.knn_k) >= 1, "--log-every and --knn-k must be >= 1"),
+        (min(args.save_every, args.knn_every, args.max_steps, args.workers) >= 0,
+         "--save-every, --knn-every, --max-steps and --workers must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise fail(message)
+    world = env_world_size()
+    if args.batch_size < world:
+        raise fail(f"--batch-size {args.batch_size} is smaller than the number of processes "
+                   f"({world}); --batch-size is the global batch, use at least {2 * world}")
+    if args.batch_size % (world * args.accum_steps):
+        raise fail(f"--batch-size {args.batch_size} must be divisible by processes x "
+                   f"--accum-steps = {world} x {args.accum_steps}")
+    if args.batch_size // (world * args.accum_steps) < 2:
+        raise fail("each process needs a micro-batch of >= 2 images (BatchNorm in the heads); "
+                   f"raise --batch-size above {2 * world * args.accum_steps - 1}")
+    on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    if args.sync_bn and on_cpu:
+        if world > 1:
+            raise fail("--sync-bn needs CUDA (SyncBatchNorm under DDP only runs on GPUs); "
+                       "drop --sync-bn for CPU runs")
+        warnings.warn("--sync-bn is ignored on CPU with one process")
+        args.sync_bn = False
+    error = check_data_args(args.dataset, args.data_path, args.download)
+    if error:
+        raise fail(error)
+    if args.resume and args.resume != "auto" and not Path(args.resume).is_file():
+        raise fail(f"--resume {args.resume!r} does not exist")
+    return args
+
+
+def build_backbone(args: argparse.Namespace) -> nn.Module:
+    """The backbone by name; the preset's CIFAR stem is applied to ResNets only unless asked."""
+    try:
+        net = create_backbone(args.backbone)
+        if args.cifar_stem is None:  # preset default: only where it applies
+            resnet_like = isinstance(getattr(net, "conv1", None), nn.Conv2d) and hasattr(
+                net, "maxpool")
+            args.cifar_stem = PRESETS[args.preset]["cifar_stem"] and resnet_like
+        return cifar_stem_(net) if args.cifar_stem else net
+    except ValueError as err:
+        raise fail(str(err)) from None
+
+
+def build_optimizer(args: argparse.Namespace, learner: nn.Module) -> torch.optim.Optimizer:
+    groups = param_groups(learner, args.weight_decay)  # biases/norms: no decay, no LARS
+    if args.optimizer == "lars":
+        return LARS(groups, lr=0.0, momentum=0.9, trust_coefficient=args.lars_eta)
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=0.9)
+    cls = torch.optim.Adam if args.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=0.0)
+
+
+# ----------------------------------------------------------------------------- logging
+class RunLog:
+    """Rank-0 logs: per-step and per-epoch JSONL, per-epoch CSV, TensorBoard; no-ops elsewhere."""
+
+    def __init__(self, out: Path, enabled: bool, tensorboard: bool, start_step: int) -> None:
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        for name in ("log_steps.jsonl", "log_epochs.jsonl", "log_epochs.csv"):
+            truncate_log(out / name, "step", start_step)  # drop records past the checkpoint
+        self.steps = JsonlWriter(out / "log_steps.jsonl")
+        self.epochs = JsonlWriter(out / "log_epochs.jsonl")
+        self.csv = CsvWriter(out / "log_epochs.csv", EPOCH_FIELDS)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                return
+            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start_step or None)
+
+    def step(self, record: dict) -> None:
+        if self.enabled:
+            self.steps.write(record)
+            if self.tb is not None:
+                for key in STEP_FIELDS[2:]:
+                    self.tb.add_scalar(f"train/{key}", record[key], record["step"])
+
+    def epoch(self, record: dict) -> None:
+        if self.enabled:
+            self.epochs.write(record)
+            self.csv.write(record)
+            if self.tb is not None:
+                for key in EPOCH_FIELDS[2:]:
+                    if record.get(key) is not None:
+                        self.tb.add_scalar(f"epoch/{key}", record[key], record["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            for writer in (self.steps, self.epochs, self.csv):
+                writer.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def mean_over_ranks(values: Tensor) -> list[float]:
+    """Average a small tensor over processes (gloo has no AVG op: sum / world) -> floats."""
+    if dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values.tolist()
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass
+class Schedule:
+    """Global-step bookkeeping: LR per optimizer step from warmup_cosine; tau is the learner's."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    peak_lr: float
+    max_steps: int
+    step: int = 0  # optimizer steps done
+
+    def lr(self) -> float:
+        return warmup_cosine(self.step, self.total_steps, self.peak_lr, self.warmup_steps)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total_steps or 0 < self.max_steps <= self.step
+
+
+def train_one_epoch(model: nn.Module, learner: BYOL, loader: DataLoader,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    sched: Schedule, epoch: int, run: DistInfo, log: RunLog,
+                    args: argparse.Namespace) -> dict:
+    model.train()
+    inner = getattr(model, "_orig_mod", model)  # torch.compile wraps the DDP module
+    ddp = inner if isinstance(inner, DDP) else None
+    amp_dtype = AMP_DTYPES[args.amp]
+    steps = sched.steps_per_epoch - sched.step % sched.steps_per_epoch
+    batch = loader.batch_size * args.accum_steps * run.world_size  # images per optimizer step
+    loss_sum = torch.zeros((), device=run.device)
+    bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=not run.is_main, dynamic_ncols=True)
+    timer, log_timer, done, logged_at = Timer(), Timer(), 0, 0
+    data = iter(loader)
+    while done < steps and not sched.done:
+        lr = sched.lr()
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        tau = learner.tau  # the rate this step's EMA update uses
+        step_loss = torch.zeros((), device=run.device)
+        for micro in range(args.accum_steps):
+            images = to_device_images(next(data)[0], run.device, args.channels_last)
+            sync = ddp is None or micro == args.accum_steps - 1  # all-reduce on the last one
+            with nullcontext() if sync else ddp.no_sync():
+                with torch.autocast(run.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = model(images) / args.accum_steps
+                scaler.scale(loss).backward()
+            step_loss += loss.detach()
+        if args.clip_grad > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(learner.parameters(), args.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        learner.update_moving_average()
+        sched.step += 1
+        done += 1
+        loss_sum += step_loss
+        bar.update(1)
+        if sched.step % args.log_every == 0 or done == steps or sched.done:
+            std = learner.last_projection_std
+            loss_v, std_v = mean_over_ranks(torch.stack([step_loss, std.to(step_loss)]))
+            rate = (done - logged_at) * batch / max(log_timer.elapsed(), 1e-9)
+            log_timer.reset()
+            logged_at = done
+            log.step(dict(step=sched.step, epoch=epoch, loss=loss_v, lr=lr, tau=tau,
+                          projection_std=std_v))
+            bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}",
+                            img_s=f"{rate:.0f}")
+            if run.is_main:
+                is_collapsed(std_v, args.proj_dim)  # warns (CollapseWarning) on collapse
+    bar.close()
+    elapsed = timer.elapsed()
+    (epoch_loss,) = mean_over_ranks((loss_sum / max(done, 1)).unsqueeze(0))
+    return dict(epoch=epoch, step=sched.step, loss=epoch_loss, lr=lr, tau=learner.tau,
+                projection_std=std_v, images_per_s=done * batch / max(elapsed, 1e-9),
+                time=elapsed)
+
+
+class _Embedder(nn.Module):
+    """uint8 batch -> the learner's representation (the hooked layer), for the kNN monitor."""
+
+    def __init__(self, learner: BYOL) -> None:
+        super().__init__()
+        self.learner = learner
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.float().div_(255) if x.dtype == torch.uint8 else x
+        return self.learner(x, return_embedding=True, return_projection=False)
+
+
+def knn_monitor(learner: BYOL, loaders: tuple[DataLoader, DataLoader], run: DistInfo,
+                k: int, num_classes: int) -> float:
+    """kNN top-1 (%) of the online representation: each rank embeds its shard, then gather."""
+    if dist.is_initialized():  # ranks' BN statistics drift after the last broadcast: use rank 0's
+        for buffer in learner.buffers():
+            dist.broadcast(buffer, 0)
+    embed = _Embedder(learner)
+    feats = []
+    for loader in loaders:
+        f, y = extract_features(embed, loader, run.device, progress=False)
+        feats += [all_gather_varsize(f.to(run.device)), all_gather_varsize(y.to(run.device))]
+    k = min(k, feats[0].shape[0])
+    return knn_accuracy(*feats, k=k, num_classes=num_classes)[f"knn_top1@{k}"]
+
+
+def save_all(out: Path, learner: BYOL, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler, sched: Schedule, run: DistInfo,
+             args: argparse.Namespace) -> None:
+    """Full checkpoint + bare backbone; a collective (RNG states of every rank are gathered)."""
+    rng = gather_rng_states()
+    if not run.is_main:
+        return
+    state = dict(model=learner.state_dict(), optimizer=optimizer.state_dict(),
+                 scaler=scaler.state_dict(), epoch=sched.step // sched.steps_per_epoch,
+                 step=sched.step, steps_per_epoch=sched.steps_per_epoch,
+                 world_size=run.world_size, rng=rng, args=json_args(args), version=__version__)
+    save_checkpoint(state, out / "checkpoint.pt")
+    save_backbone(learner.net, out)
+
+
+def json_args(args: argparse.Namespace) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def resume(path: Path, learner: BYOL, optimizer: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler, sched: Schedule, run: DistInfo) -> list | None:
+    """Load a checkpoint in place; returns the per-rank RNG states to restore before training."""
+    ckpt = load_checkpoint(path)
+    learner.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt["scaler"] and scaler.is_enabled():
+        scaler.load_state_dict(ckpt["scaler"])
+    sched.step = int(ckpt["step"])
+    if ckpt["steps_per_epoch"] != sched.steps_per_epoch or ckpt["world_size"] != run.world_size:
+        warnings.warn("the batch size, data set or number of processes changed since the "
+                      "checkpoint: training continues, but not on the same data order/RNG stream")
+        return None
+    print0(f"resumed from {path} at step {sched.step} (epoch {sched.step // sched.steps_per_epoch})")
+    return ckpt["rng"]
+
+
+# ----------------------------------------------------------------------------- main
+def main(args: argparse.Namespace) -> None:
+    # ======================= setup =======================
+    args = resolve_args(args)
+    seed_everything(args.seed)  # same initial weights on every rank
+    backbone = build_backbone(args)
+    run = init_distributed(args.device)
+    try:
+        _train(args, backbone, run)
+    finally:
+        cleanup_distributed()
+
+
+def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None:
+    amp_dtype = AMP_DTYPES[args.amp]
+    if run.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        if amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise fail("this GPU has no bf16 support; use --amp fp16")
+    out = Path(args.output_dir)
+    if run.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "args.json").write_text(json.dumps(json_args(args), indent=2))
+    print0(f"byol-pytorch {__version__} | {run.world_size} process(es) on {run.device.type}\n"
+           + "\n".join(f"  {k}: {v}" for k, v in sorted(vars(args).items())))
+
+    # ======================= data =======================
+    dataset, num_classes = build_dataset(args.dataset, args.data_path, "pretrain",
+                                         pretrain_transform(args.load_size), download=args.download,
+                                         val_fraction=args.val_fraction, split_seed=args.split_seed)
+    micro_batch = args.batch_size // (run.world_size * args.accum_steps)
+    sampler = ResumableSampler(dataset, num_replicas=run.world_size, rank=run.rank, shuffle=True,
+                               seed=args.seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, drop_last=True,
+                        num_workers=args.workers, pin_memory=run.device.type == "cuda",
+                        persistent_workers=args.workers > 0,
+                        generator=torch.Generator().manual_seed(args.seed))
+    steps_per_epoch = len(loader) // args.accum_steps
+    if steps_per_epoch == 0:
+        raise fail(f"{len(dataset)} images give no full batch of {args.batch_size}; lower "
+                   "--batch-size")
+    knn_loaders = None
+    if args.knn_every:
+        if num_classes is None:
+            raise fail("--knn-every needs a labelled data set")
+        resize = args.image_size if args.preset == "small" else int(args.image_size * 256 / 224)
+        knn_loaders = tuple(
+            DataLoader(shard(build_dataset(args.dataset, args.data_path, split,
+                                           eval_transform(args.image_size, resize),
+                                           val_fraction=args.val_fraction,
+                                           split_seed=args.split_seed)[0],
+                             run.rank, run.world_size),
+                       batch_size=max(micro_batch, 64), num_workers=args.workers)
+            for split in ("train", "val"))
+    total_steps = args.epochs * steps_per_epoch
+    sched = Schedule(steps_per_epoch, total_steps, int(args.warmup_epochs * steps_per_epoch),
+                     args.base_lr * args.batch_size / 256, args.max_steps)
+    print0(f"data: {len(dataset)} images, {micro_batch} per process x {args.accum_steps} "
+           f"micro-steps x {run.world_size} processes = batch {args.batch_size}; "
+           f"{steps_per_epoch} steps/epoch, {total_steps} steps, peak LR {sched.peak_lr:.4g}")
+
+    # ======================= model =======================
+    try:
+        learner = BYOL(backbone, args.image_size, hidden_layer=args.hidden_layer,
+                       projection_size=args.proj_dim, projection_hidden_size=args.proj_hidden_dim,
+                       moving_average_decay=args.ema_base, total_steps=total_steps,
+                       token_pool=args.token_pool, augment_preset=args.preset)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise fail(f"cannot build the learner: {err}") from None
+    if args.sync_bn:
+        learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
+    learner.to(run.device, memory_format=torch.channels_last if args.channels_last
+               else torch.contiguous_format)
+    optimizer = build_optimizer(args, learner)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=amp_dtype == torch.float16)
+    print0(f"model: {args.backbone} ({sum(p.numel() for p in learner.net.parameters()) / 1e6:.1f}M"
+           f" params), representation {learner.online.projector[0].in_features}-d, "
+           f"optimizer {args.optimizer}")
+
+    # ======================= resume =======================
+    rng_states = None
+    ckpt_path = out / "checkpoint.pt" if args.resume == "auto" else args.resume
+    if ckpt_path and Path(ckpt_path).is_file():
+        rng_states = resume(Path(ckpt_path), learner, optimizer, scaler, sched, run)
+    elif args.resume == "auto":
+        print0(f"--resume auto: no {ckpt_path} yet, starting from scratch")
+    seed_everything(args.seed + run.rank + 1000 * sched.step)  # per-rank augmentation stream
+    if rng_states is not None:
+        restore_rng_state(rng_states[run.rank])
+
+    model: nn.Module = learner
+    if run.distributed:
+        model = DDP(learner, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    if args.compile:
+        model = torch.compile(model)
+
+    # ======================= train =======================
+    log = RunLog(out, run.is_main, args.tensorboard, sched.step)
+    timer = Timer()
+    start_epoch = sched.step // steps_per_epoch
+    for epoch in range(start_epoch, args.epochs):
+        if sched.done:
+            break
+        sampler.set_epoch(epoch)
+        sampler.set_start(sched.step % steps_per_epoch * args.accum_steps * micro_batch)
+        loader.generator.manual_seed(args.seed + epoch)  # worker seeds: deterministic per epoch
+        stats = train_one_epoch(model, learner, loader, optimizer, scaler, sched, epoch, run,
+                                log, args)
+        finished = sched.step % steps_per_epoch == 0
+        last = sched.done or epoch == args.epochs - 1
+        if knn_loaders and finished and ((epoch + 1) % args.knn_every == 0 or last):
+            stats["knn_top1"] = knn_monitor(learner, knn_loaders, run, args.knn_k, num_classes)
+            print0(f"epoch {epoch}: kNN top-1 {stats['knn_top1']:.2f}%")
+        log.epoch(stats)
+        print0(f"epoch {epoch}: loss {stats['loss']:.4f}  lr {stats['lr']:.4g}  "
+               f"tau {stats['tau']:.5f}  proj std {stats['projection_std']:.4f}  "
+               f"{stats['images_per_s']:.0f} img/s")
+        if last or (args.save_every and finished and (epoch + 1) % args.save_every == 0):
+            save_all(out, learner, optimizer, scaler, sched, run, args)
+
+    # ======================= finish =======================
+    log.close()
+    print0(f"done: {sched.step} steps in {timer.elapsed() / 60:.1f} min; checkpoint "
+           f"{out / 'checkpoint.pt'}, backbone {out / 'backbone.pt'}")
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (a seeded permutation per epoch) that can start part-way into an epoch,
+    so that a run resumed mid-epoch sees exactly the batches the interrupted run had left."""
+
+    start = 0
+
+    def set_start(self, index: int) -> None:
+        self.start = index
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
