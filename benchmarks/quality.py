@@ -211,7 +211,7 @@ def pretrain(
     step, loss_val = 0, float("nan")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start, cpu_start, load_start = time.perf_counter(), time.process_time(), _loadavg()
     try:
         for epoch in range(cfg["epochs"]):
             perm = torch.randperm(n, generator=gen).to(device)
@@ -251,8 +251,19 @@ def pretrain(
         if log_f is not None:
             log_f.close()
     sync()
-    return dict(pretrain_wall_s=time.perf_counter() - start, steps=step,
+    # Process CPU time (all threads) is reported next to wall time: on a shared machine the
+    # wall time also counts other people's jobs; the 1-minute load averages show how busy it was.
+    return dict(pretrain_wall_s=time.perf_counter() - start,
+                pretrain_cpu_s=time.process_time() - cpu_start,
+                loadavg_1min=[load_start, _loadavg()], steps=step,
                 epoch_mean_loss=epoch_losses, final_loss=loss_val)
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def build_learner(library: str, kwargs: dict[str, Any], net: nn.Module, cfg: dict[str, Any],

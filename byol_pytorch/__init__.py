@@ -8,13 +8,16 @@ from byol_pytorch.heads import MLP, SEM, SimplicialEmbedding
 from byol_pytorch.losses import byol_loss, symmetric_byol_loss
 from byol_pytorch.models import cifar_stem_, create_backbone
 from byol_pytorch.schedules import cosine_tau, warmup_cosine
+from byol_pytorch.trainer import BYOLTrainer, MockDataset
 from byol_pytorch.version import __version__
 
 __all__ = [
     "BYOL",
     "BYOLAugment",
+    "BYOLTrainer",
     "FeatureExtractor",
     "MLP",
+    "MockDataset",
     "SEM",
     "SimplicialEmbedding",
     "__version__",

@@ -119,7 +119,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--base-lr", type=float, default=None, help="LR for batch 256; scaled "
                    "linearly with the global batch (Goyal et al.)")
     g.add_argument("--warmup-epochs", type=float, default=None,
-                   help="linear LR warm-up, then cosine decay to 0")
+                   help="linear LR warm-up, then cosine decay to 0 (default: the preset's 10, "
+                   "at most 10%% of --epochs)")
     g.add_argument("--weight-decay", type=float, default=None,
                    help="not applied to biases and norm parameters")
     g.add_argument("--lars-eta", type=float, default=None, help="LARS trust coefficient")
@@ -156,9 +157,12 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill preset defaults and validate everything that can be checked before any work."""
     args.preset = args.preset or DEFAULT_PRESET[args.dataset]
     defaults = {**PRESETS[args.preset], **DATASET_DEFAULTS.get(args.dataset, {})}
+    warmup_given = args.warmup_epochs is not None
     for key, value in defaults.items():
         if key != "cifar_stem" and getattr(args, key) is None:
             setattr(args, key, value)
+    if not warmup_given:  # a short run keeps a short warm-up: at most 10% of the epochs
+        args.warmup_epochs = min(args.warmup_epochs, 0.1 * args.epochs)
     if args.workers is None:
         per_process = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         args.workers = 0 if args.dataset in ("npz", "digits") else max(1, min(8, per_process))
@@ -360,9 +364,9 @@ def train_one_epoch(model: nn.Module, learner: BYOL, loader: DataLoader,
     bar.close()
     elapsed = timer.elapsed()
     (epoch_loss,) = mean_over_ranks((loss_sum / max(done, 1)).unsqueeze(0))
-    return dict(epoch=epoch, step=sched.step, loss=epoch_loss, lr=lr, tau=learner.tau,
-                projection_std=std_v, images_per_s=done * batch / max(elapsed, 1e-9),
-                time=elapsed)
+    return dict(epoch=epoch, step=sched.step, loss=epoch_loss, lr=lr, tau=tau,
+                projection_std=std_v, knn_top1=None,
+                images_per_s=done * batch / max(elapsed, 1e-9), time=elapsed)
 
 
 class _Embedder(nn.Module):
