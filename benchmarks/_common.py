@@ -78,7 +78,8 @@ def env_lines(device: torch.device | str) -> list[str]:
     device = torch.device(device)
     lines = [
         f"- torch {torch.__version__}, python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads here "
+        f"{torch.get_num_threads()}",
     ]
     if device.type == "cuda":
         lines.append(f"- device: {torch.cuda.get_device_name(device)}")

@@ -287,14 +287,15 @@ def run_config(cfg: dict, args: argparse.Namespace, impls: list[str]) -> str:
         ts = times[w.name]
         med = median(ts)
         lo, hi = iqr(ts)
-        row = [w.name, f"{w.info['impl']} {w.info['version']}", f"{med * 1e3:.1f}",
+        row = [w.name, f"{w.info['impl']} {w.info['version']}, {w.info['threads']} thr",
+               f"{med * 1e3:.1f}",
                f"{lo * 1e3:.1f}-{hi * 1e3:.1f}", f"{b / med:.1f}"]
         if ref:
             pr = times[ref]
             paired = median([p / o for p, o in zip(pr, ts)])
             row += [f"{median(pr) / med:.3f}x", f"{paired:.3f}x"]
         rows.append(row)
-    header = ["impl", "library", "median ms/step", "IQR ms", "images/s"]
+    header = ["impl", "library, torch threads", "median ms/step", "IQR ms", "images/s"]
     if ref:
         header += ["vs peer (medians)", "vs peer (median of per-round ratios)"]
     title = (f"### {cfg['arch']} {cfg['image_size']}px, batch {b}, {cfg['dtype']}, "

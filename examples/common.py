@@ -413,8 +413,9 @@ class EvalEncoder(nn.Module):
     def __init__(self, backbone: nn.Module, hidden_layer: HiddenLayer = -2) -> None:
         super().__init__()
         self.encoder = FeatureExtractor(backbone, hidden_layer)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, -1, 1, 1), persistent=False)
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) uint8 in [0, 255] or float in [0, 1] -> (B, D) float."""

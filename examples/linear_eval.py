@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (DistInfo, EvalSetup, Timer, add_eval_args,  # noqa: E402
-                    cleanup_distributed, env_world_size, fail, init_distributed, print0, seed_everything,
-                    setup_eval, write_result)
+                    cleanup_distributed, env_world_size, fail, init_distributed, print0,
+                    seed_everything, setup_eval, write_result)
 from data import shard, to_device_images, train_eval_transform  # noqa: E402
 from knn_eval import embed_splits  # noqa: E402
 

@@ -44,7 +44,8 @@ from common import (CsvWriter, DistInfo, JsonlWriter, Timer, all_gather_varsize,
 from data import (DATASETS, build_dataset, check_data_args, eval_transform,  # noqa: E402
                   pretrain_transform, shard, to_device_images)
 
-from byol_pytorch import BYOL, __version__, cifar_stem_, create_backbone, warmup_cosine  # noqa: E402
+from byol_pytorch import (BYOL, __version__, cifar_stem_, create_backbone,  # noqa: E402
+                          warmup_cosine)
 from byol_pytorch.eval import extract_features, knn_accuracy  # noqa: E402
 from byol_pytorch.monitor import is_collapsed  # noqa: E402
 from byol_pytorch.optim import LARS, param_groups  # noqa: E402
@@ -334,7 +335,8 @@ def train_one_epoch(model: nn.Module, learner: BYOL, loader: DataLoader,
             images = to_device_images(next(data)[0], run.device, args.channels_last)
             sync = ddp is None or micro == args.accum_steps - 1  # all-reduce on the last one
             with nullcontext() if sync else ddp.no_sync():
-                with torch.autocast(run.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with torch.autocast(run.device.type, dtype=amp_dtype,
+                                    enabled=amp_dtype is not None):
                     loss = model(images) / args.accum_steps
                 scaler.scale(loss).backward()
             step_loss += loss.detach()
@@ -396,13 +398,17 @@ def knn_monitor(learner: BYOL, loaders: tuple[DataLoader, DataLoader], run: Dist
     return knn_accuracy(*feats, k=k, num_classes=num_classes)[f"knn_top1@{k}"]
 
 
-def save_all(out: Path, learner: BYOL, optimizer: torch.optim.Optimizer,
+def save_all(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
              scaler: torch.amp.GradScaler, sched: Schedule, run: DistInfo,
              args: argparse.Namespace) -> None:
-    """Full checkpoint + bare backbone; a collective (RNG states of every rank are gathered)."""
+    """Full checkpoint + bare backbone; a collective (RNG states of every rank are gathered).
+
+    ``unwrap`` strips DDP's ``module.`` and compile's ``_orig_mod.``: keys are the learner's own.
+    """
     rng = gather_rng_states()
     if not run.is_main:
         return
+    learner = unwrap(model)
     state = dict(model=learner.state_dict(), optimizer=optimizer.state_dict(),
                  scaler=scaler.state_dict(), epoch=sched.step // sched.steps_per_epoch,
                  step=sched.step, steps_per_epoch=sched.steps_per_epoch,
@@ -415,11 +421,28 @@ def json_args(args: argparse.Namespace) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
 
+# Arguments that must match the checkpoint for an exact continuation.
+RESUME_ARGS = ("dataset", "backbone", "cifar_stem", "hidden_layer", "image_size", "load_size",
+               "proj_dim", "proj_hidden_dim", "preset", "epochs", "batch_size", "accum_steps",
+               "optimizer", "base_lr", "warmup_epochs", "weight_decay", "ema_base", "seed")
+
+
 def resume(path: Path, learner: BYOL, optimizer: torch.optim.Optimizer,
-           scaler: torch.amp.GradScaler, sched: Schedule, run: DistInfo) -> list | None:
+           scaler: torch.amp.GradScaler, sched: Schedule, run: DistInfo,
+           args: argparse.Namespace) -> list | None:
     """Load a checkpoint in place; returns the per-rank RNG states to restore before training."""
     ckpt = load_checkpoint(path)
-    learner.load_state_dict(ckpt["model"])
+    old = ckpt.get("args", {})
+    changed = [f"--{k.replace('_', '-')} {old[k]} -> {getattr(args, k)}" for k in RESUME_ARGS
+               if k in old and old[k] != getattr(args, k)]
+    if changed:
+        warnings.warn(f"resuming {path} with different arguments ({'; '.join(changed)}): the "
+                      "run will not continue exactly as the original one")
+    try:
+        learner.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise fail(f"{path} does not fit this model (pass the pretraining flags again: "
+                   f"{', '.join(changed) or 'see its args'}): {str(err)[:500]}") from None
     optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt["scaler"] and scaler.is_enabled():
         scaler.load_state_dict(ckpt["scaler"])
@@ -428,7 +451,8 @@ def resume(path: Path, learner: BYOL, optimizer: torch.optim.Optimizer,
         warnings.warn("the batch size, data set or number of processes changed since the "
                       "checkpoint: training continues, but not on the same data order/RNG stream")
         return None
-    print0(f"resumed from {path} at step {sched.step} (epoch {sched.step // sched.steps_per_epoch})")
+    print0(f"resumed from {path} at step {sched.step} "
+           f"(epoch {sched.step // sched.steps_per_epoch})")
     return ckpt["rng"]
 
 
@@ -460,9 +484,9 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
            + "\n".join(f"  {k}: {v}" for k, v in sorted(vars(args).items())))
 
     # ======================= data =======================
-    dataset, num_classes = build_dataset(args.dataset, args.data_path, "pretrain",
-                                         pretrain_transform(args.load_size), download=args.download,
-                                         val_fraction=args.val_fraction, split_seed=args.split_seed)
+    dataset, num_classes = build_dataset(
+        args.dataset, args.data_path, "pretrain", pretrain_transform(args.load_size),
+        download=args.download, val_fraction=args.val_fraction, split_seed=args.split_seed)
     micro_batch = args.batch_size // (run.world_size * args.accum_steps)
     sampler = ResumableSampler(dataset, num_replicas=run.world_size, rank=run.rank, shuffle=True,
                                seed=args.seed, drop_last=True)
@@ -516,7 +540,7 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
     rng_states = None
     ckpt_path = out / "checkpoint.pt" if args.resume == "auto" else args.resume
     if ckpt_path and Path(ckpt_path).is_file():
-        rng_states = resume(Path(ckpt_path), learner, optimizer, scaler, sched, run)
+        rng_states = resume(Path(ckpt_path), learner, optimizer, scaler, sched, run, args)
     elif args.resume == "auto":
         print0(f"--resume auto: no {ckpt_path} yet, starting from scratch")
     seed_everything(args.seed + run.rank + 1000 * sched.step)  # per-rank augmentation stream
@@ -551,7 +575,7 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
                f"tau {stats['tau']:.5f}  proj std {stats['projection_std']:.4f}  "
                f"{stats['images_per_s']:.0f} img/s")
         if last or (args.save_every and finished and (epoch + 1) % args.save_every == 0):
-            save_all(out, learner, optimizer, scaler, sched, run, args)
+            save_all(out, model, optimizer, scaler, sched, run, args)
 
     # ======================= finish =======================
     log.close()

@@ -1,0 +1,340 @@
+"""End-to-end tests of the example scripts (examples/): pretrain, kNN and linear evaluation.
+
+The scripts run as subprocesses on tiny generated data (16 px images, a few steps), with one
+process and with two processes under torchrun (gloo, CPU). Argument validation, helpers and
+--help run in-process. Nothing here downloads anything or needs ../shared (one test reads the
+shared mini CIFAR-10 if it exists and skips otherwise).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+MINI_CIFAR = ROOT.parent / "shared" / "data" / "cifar10_mini_train.npz"
+sys.path.insert(0, str(EXAMPLES))
+
+TINY = ["--image-size", "16", "--batch-size", "8", "--proj-dim", "16", "--proj-hidden-dim", "32",
+        "--log-every", "1", "--no-tensorboard"]
+STEP_FIELDS = {"step", "epoch", "loss", "lr", "tau", "projection_std"}
+EPOCH_FIELDS = {"epoch", "step", "loss", "lr", "tau", "projection_std", "knn_top1",
+                "images_per_s", "time"}
+
+
+def run_script(script: str, *args: str, nproc: int = 1, timeout: int = 300
+               ) -> subprocess.CompletedProcess:
+    """Run examples/<script> (under torchrun for nproc > 1); fails the test on a non-zero exit."""
+    cmd = [sys.executable, str(EXAMPLES / script), *map(str, args)]
+    if nproc > 1:
+        cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    # One intra-op thread per process: two cores shared by everything in the test run.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _class_images(rng: np.random.Generator, label: int, n: int, size: int) -> np.ndarray:
+    """(n, 3, size, size) uint8 noise around a class-specific colour (so kNN has signal)."""
+    colour = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]][label % 3]).reshape(1, 3, 1, 1)
+    noise = rng.integers(-40, 40, (n, 3, size, size))
+    return np.clip(colour + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """root/{train,val}/class_{0,1,2}/*.png: 8 train and 2 val images per class, 20x20 px."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 2)):
+        for label in range(3):
+            folder = root / split / f"class_{label}"
+            folder.mkdir(parents=True)
+            for i, img in enumerate(_class_images(rng, label, n, 20)):
+                Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def npz_file(tmp_path_factory) -> Path:
+    """48 labelled 16x16 images in the npz format (train_images, train_labels)."""
+    path = tmp_path_factory.mktemp("npz") / "tiny.npz"
+    rng = np.random.default_rng(1)
+    labels = np.arange(48) % 3
+    images = np.concatenate([_class_images(rng, int(y), 1, 16) for y in labels])
+    np.savez(path, train_images=images, train_labels=labels.astype(np.int64))
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder_run(image_folder, tmp_path_factory) -> Path:
+    """One pretraining run on the image folder: ResNet-18 with the CIFAR stem, 2 epochs."""
+    out = tmp_path_factory.mktemp("folder_run")
+    run_script("pretrain.py", "--dataset", "folder", "--data-path", image_folder,
+               "--backbone", "resnet18", "--cifar-stem", *TINY, "--epochs", "2",
+               "--knn-every", "1", "--save-every", "1", "--workers", "1", "--amp", "bf16",
+               "--output-dir", out)
+    return out
+
+
+# ----------------------------------------------------------------------------- pretraining
+@pytest.mark.slow
+def test_pretrain_folder_writes_checkpoint_logs_and_backbone(folder_run):
+    for name in ("checkpoint.pt", "backbone.pt", "backbone.safetensors", "args.json",
+                 "log_steps.jsonl", "log_epochs.jsonl", "log_epochs.csv"):
+        assert (folder_run / name).is_file(), name
+    steps = read_jsonl(folder_run / "log_steps.jsonl")
+    assert [r["step"] for r in steps] == list(range(1, 7))  # 24 images / 8 = 3 steps x 2 epochs
+    assert all(set(r) == STEP_FIELDS and np.isfinite(r["loss"]) for r in steps)
+    assert steps[0]["tau"] == pytest.approx(0.996) and steps[-1]["tau"] > steps[0]["tau"]
+    epochs = read_jsonl(folder_run / "log_epochs.jsonl")
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert all(set(r) == EPOCH_FIELDS and 0 <= r["knn_top1"] <= 100 for r in epochs)
+    header = (folder_run / "log_epochs.csv").read_text().splitlines()[0].split(",")
+    assert set(header) == EPOCH_FIELDS
+    ckpt = torch.load(folder_run / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scaler", "epoch", "step", "rng", "args"} <= set(ckpt)
+    assert ckpt["step"] == 6 and ckpt["epoch"] == 2
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
+    assert any(k.startswith("target.") for k in ckpt["model"])  # the target network is saved
+
+
+@pytest.mark.slow
+def test_bare_backbone_loads_into_fresh_torchvision_model(folder_run):
+    from safetensors.torch import load_file
+
+    from byol_pytorch import cifar_stem_
+
+    ckpt = torch.load(folder_run / "checkpoint.pt", weights_only=True)
+    for state in (torch.load(folder_run / "backbone.pt"),
+                  load_file(str(folder_run / "backbone.safetensors"))):
+        model = cifar_stem_(torchvision.models.resnet18())
+        model.load_state_dict(state)  # strict: same keys, no prefixes
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, ckpt["model"][f"online.encoder.net.{key}"]), key
+
+
+@pytest.mark.slow
+def test_knn_eval_on_full_checkpoint(folder_run, tmp_path):
+    out = tmp_path / "knn.json"
+    proc = run_script("knn_eval.py", "--checkpoint", folder_run / "checkpoint.pt", "--k", "5",
+                      "10", "--workers", "0", "--output", out)
+    assert "kNN top-1" in proc.stdout
+    result = json.loads(out.read_text())
+    assert 0 <= result["knn_top1@5"] <= 100 and 0 <= result["knn_top1@10"] <= 100
+    assert result["num_train"] == 24 and result["num_val"] == 6 and result["feature_dim"] == 512
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["features", "augment"])
+def test_linear_eval_on_full_checkpoint(folder_run, tmp_path, protocol):
+    out = tmp_path / "linear.json"
+    proc = run_script("linear_eval.py", "--checkpoint", folder_run / "checkpoint.pt",
+                      "--protocol", protocol, "--epochs", "3", "--probe-batch-size", "8",
+                      "--workers", "0", "--output", out)
+    assert "linear top-1" in proc.stdout
+    result = json.loads(out.read_text())
+    assert 0 <= result["linear_top1"] <= 100 and result["backbone_frozen"] is True
+    assert result["protocol"] == protocol and result["num_classes"] == 3
+
+
+@pytest.mark.slow
+def test_pretrain_npz_two_processes_then_distributed_eval(npz_file, tmp_path):
+    out = tmp_path / "ddp"
+    run_script("pretrain.py", "--dataset", "npz", "--data-path", npz_file,
+               "--backbone", "timm:test_resnet", *TINY, "--epochs", "2", "--accum-steps", "2",
+               "--knn-every", "2", "--output-dir", out, nproc=2)
+    steps = read_jsonl(out / "log_steps.jsonl")  # 43 train images // 4 per process = 10 micro
+    assert [r["step"] for r in steps] == list(range(1, 11))  # -> 5 steps/epoch, 2 epochs
+    epochs = read_jsonl(out / "log_epochs.jsonl")
+    assert epochs[0]["knn_top1"] is None and 0 <= epochs[1]["knn_top1"] <= 100
+    assert json.loads((out / "args.json").read_text())["batch_size"] == 8
+    # A bare backbone without args.json next to it: the model flags must be given.
+    bare = tmp_path / "bare" / "weights.pt"
+    bare.parent.mkdir()
+    shutil.copy(out / "backbone.pt", bare)
+    knn_out = tmp_path / "knn.json"
+    run_script("knn_eval.py", "--checkpoint", bare, "--backbone", "timm:test_resnet",
+               "--dataset", "npz", "--data-path", npz_file, "--image-size", "16", "--k", "3",
+               "--workers", "0", "--output", knn_out, nproc=2)
+    result = json.loads(knn_out.read_text())
+    assert result["num_train"] == 43 and result["num_val"] == 5 and 0 <= result["knn_top1@3"] <= 100
+    lin_out = tmp_path / "linear.json"
+    run_script("linear_eval.py", "--checkpoint", out / "checkpoint.pt", "--protocol", "augment",
+               "--epochs", "2", "--probe-batch-size", "8", "--workers", "0", "--output", lin_out,
+               nproc=2)
+    assert 0 <= json.loads(lin_out.read_text())["linear_top1"] <= 100
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_run(npz_file, tmp_path):
+    """6 steps straight vs 3 steps + resume: same per-step losses and bit-identical weights.
+
+    43 images / batch 8 = 5 steps per epoch, so the resume starts mid-epoch and then crosses
+    an epoch boundary (new sampler permutation).
+    """
+    common = ["--dataset", "npz", "--data-path", npz_file, "--backbone", "timm:test_resnet",
+              *TINY, "--epochs", "2", "--workers", "0"]
+    run_script("pretrain.py", *common, "--max-steps", "6", "--output-dir", tmp_path / "straight")
+    run_script("pretrain.py", *common, "--max-steps", "3", "--output-dir", tmp_path / "split")
+    assert len(read_jsonl(tmp_path / "split" / "log_steps.jsonl")) == 3
+    run_script("pretrain.py", *common, "--max-steps", "6", "--output-dir", tmp_path / "split",
+               "--resume", "auto")
+    straight = read_jsonl(tmp_path / "straight" / "log_steps.jsonl")
+    resumed = read_jsonl(tmp_path / "split" / "log_steps.jsonl")
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight] == list(range(1, 7))
+    for a, b in zip(straight, resumed):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), a["step"]
+        assert a["lr"] == b["lr"] and a["tau"] == b["tau"]
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, b["model"][key]), key
+
+
+# ----------------------------------------------------------------------------- CLI checks
+@pytest.mark.parametrize("script", ["pretrain", "knn_eval", "linear_eval"])
+def test_help(script, capsys):
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as exc:
+        module.get_args_parser().parse_args(["--help"])
+    assert exc.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
+def test_help_from_the_command_line():
+    proc = run_script("pretrain.py", "--help")
+    assert "--batch-size" in proc.stdout and "GLOBAL batch" in proc.stdout
+
+
+def _pretrain_error(argv: list[str], capsys) -> str:
+    pretrain = importlib.import_module("pretrain")
+    with pytest.raises(SystemExit) as exc:
+        pretrain.main(pretrain.get_args_parser().parse_args(argv))
+    assert exc.value.code not in (0, None)
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, world, message", [
+    (["--dataset", "folder", "--data-path", "/nonexistent/imagenet"], 1, "does not exist"),
+    (["--dataset", "folder"], 1, "needs --data-path"),
+    (["--dataset", "npz", "--data-path", "/nonexistent/x.npz"], 1, "does not exist"),
+    (["--dataset", "cifar10", "--data-path", "/nonexistent"], 1, "--download"),
+    (["--backbone", "resnet181"], 1, "unknown backbone 'resnet181'"),
+    (["--batch-size", "2"], 4, "smaller than the number of processes"),
+    (["--batch-size", "9"], 2, "divisible"),
+    (["--batch-size", "4", "--accum-steps", "2"], 2, ">= 2 images"),
+    (["--sync-bn", "--device", "cpu"], 2, "needs CUDA"),
+    (["--warmup-epochs", "20", "--epochs", "10"], 1, "--warmup-epochs"),
+    (["--resume", "/nonexistent/checkpoint.pt"], 1, "does not exist"),
+])
+def test_pretrain_rejects_bad_arguments(argv, world, message, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", str(world))  # validated before joining any process group
+    assert message in _pretrain_error(argv, capsys)
+
+
+def test_unknown_backbone_lists_close_names(capsys):
+    assert "resnet18" in _pretrain_error(["--backbone", "resnet181"], capsys)
+
+
+def test_bad_arguments_exit_nonzero_from_the_command_line(tmp_path):
+    cmd = [sys.executable, str(EXAMPLES / "pretrain.py"), "--dataset", "folder", "--data-path",
+           str(tmp_path / "missing")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["knn_eval", "linear_eval"])
+def test_eval_rejects_missing_checkpoint(script, tmp_path, capsys):
+    module = importlib.import_module(script)
+    args = module.get_args_parser().parse_args(["--checkpoint", str(tmp_path / "nope.pt")])
+    with pytest.raises(SystemExit):
+        module.main(args)
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_eval_needs_backbone_name_for_bare_weights(tmp_path, capsys):
+    knn_eval = importlib.import_module("knn_eval")
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "weights.pt")
+    args = knn_eval.get_args_parser().parse_args(["--checkpoint", str(tmp_path / "weights.pt")])
+    with pytest.raises(SystemExit):
+        knn_eval.main(args)
+    assert "pass --backbone" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- helpers
+def test_split_is_deterministic_and_disjoint():
+    data = importlib.import_module("data")
+    train, val = data.split_indices(100, 0.1, seed=3)
+    assert (train, val) == data.split_indices(100, 0.1, seed=3)
+    assert len(val) == 10 and not set(train) & set(val) and len(train) + len(val) == 100
+    assert val != data.split_indices(100, 0.1, seed=4)[1]
+
+
+def test_digits_dataset_is_uint8_rgb_and_split():
+    data = importlib.import_module("data")
+    pretrain_set, classes = data.build_dataset("digits", None, "pretrain",
+                                               data.pretrain_transform(16))
+    val_set, _ = data.build_dataset("digits", None, "val", data.eval_transform(16))
+    image, label = pretrain_set[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 16, 16) and 0 <= label < 10
+    assert classes == 10 and len(pretrain_set) + len(val_set) == 1797
+    assert type(image) is torch.Tensor  # plain tensors collate and pickle cheaply
+
+
+def test_mini_cifar_npz_loads():
+    if not MINI_CIFAR.is_file():
+        pytest.skip(f"{MINI_CIFAR} not present")
+    data = importlib.import_module("data")
+    train_set, classes = data.build_dataset("npz", str(MINI_CIFAR), "train",
+                                            data.eval_transform(32))
+    image, label = train_set[0]
+    assert classes == 10 and image.shape == (3, 32, 32) and image.dtype == torch.uint8
+
+
+def test_rng_state_round_trip():
+    common = importlib.import_module("common")
+    import random
+
+    common.seed_everything(5)
+    state = common.capture_rng_state()
+    first = (torch.rand(3), np.random.rand(), random.random())
+    common.seed_everything(6)
+    common.restore_rng_state(state)
+    second = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
+
+
+def test_truncate_log_drops_records_past_the_checkpoint(tmp_path):
+    common = importlib.import_module("common")
+    jsonl = common.JsonlWriter(tmp_path / "log.jsonl")
+    csv = common.CsvWriter(tmp_path / "log.csv", ["step", "loss"])
+    for step in range(1, 6):
+        jsonl.write({"step": step, "loss": 1.0 / step})
+        csv.write({"step": step, "loss": 1.0 / step})
+    jsonl.close()
+    csv.close()
+    common.truncate_log(tmp_path / "log.jsonl", "step", 3)
+    common.truncate_log(tmp_path / "log.csv", "step", 3)
+    assert [r["step"] for r in read_jsonl(tmp_path / "log.jsonl")] == [1, 2, 3]
+    assert (tmp_path / "log.csv").read_text().splitlines()[-1].startswith("3,")
