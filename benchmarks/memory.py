@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--channels-last", choices=["off", "on"], default="off")
     p.add_argument("--compile", choices=["off", "on"], default="off")
-    p.add_argument("--impls", default="ours,ours-concat,peer,peer-default")
+    p.add_argument("--impls", default="ours,ours-separate,peer,peer-default")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)

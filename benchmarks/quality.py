@@ -72,7 +72,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "ours": ("ours", dict(augment_preset="small"),
              "augment_preset='small' (crop scale >= 0.2, no blur), tau 0.996 -> 1 (cosine over "
-             "the run), views through the network separately"),
+             "the run), per-view BatchNorm statistics"),
     "ours-tau0.99": ("ours", dict(augment_preset="small", moving_average_decay=0.99,
                                   cosine_tau=False),
                      "as ours but constant tau = 0.99 (the peer's default)"),
@@ -81,9 +81,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
                     "as ours but constant tau = 0.9"),
     "ours-imagenet": ("ours", dict(augment_preset="imagenet"),
                       "as ours but augment_preset='imagenet' (crop scale >= 0.08, blur)"),
-    "ours-concat": ("ours", dict(augment_preset="small", concat_views=True),
-                    "as ours but concat_views=True (both views in one BatchNorm batch, as the "
-                    "peer does)"),
+    "ours-joint": ("ours", dict(augment_preset="small", view_batching="joint"),
+                   "as ours but view_batching='joint' (BatchNorm statistics over both views, as "
+                   "the peer does)"),
     "peer": ("peer", dict(),
              "byol-pytorch 0.9.1 defaults: its augmentations (SimCLR-style, one random draw per "
              "BATCH), use_simplicial_embeddings=True, constant tau 0.99, views concatenated"),

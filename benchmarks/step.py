@@ -27,8 +27,10 @@ import time
 
 IMPLS = {
     # name: (worker, options)
-    "ours": ("ours", {"concat_views": False}),
-    "ours-concat": ("ours", {"concat_views": True}),
+    "ours": ("ours", {"view_batching": "auto"}),  # the default: stacked on CPU, else separate
+    "ours-stacked": ("ours", {"view_batching": "stacked"}),
+    "ours-separate": ("ours", {"view_batching": "separate"}),
+    "ours-joint": ("ours", {"view_batching": "joint"}),  # BN statistics over both views, as the peer
     "peer": ("peer", {"sem": False}),  # like-for-like BYOL: simplicial embeddings off
     "peer-default": ("peer", {"sem": True}),  # the peer's default (SEM on)
 }
@@ -37,11 +39,11 @@ CONFIGS = {
     # Grids: every combination of the list-valued settings is one table.
     "cpu": dict(device="cpu", arch="resnet18", image_size=64, batch=[32], dtype=["fp32"],
                 channels_last=["off"], compile=["off"],
-                impls=["ours", "ours-concat", "peer", "peer-default"],
+                impls=["ours", "ours-separate", "peer", "peer-default"],
                 rounds=10, steps_per_round=1, warmup=2),
     "gpu": dict(device="cuda", arch="resnet50", image_size=224, batch=[128, 256],
                 dtype=["fp32", "bf16"], channels_last=["off", "on"], compile=["off", "on"],
-                impls=["ours", "ours-concat", "peer"],
+                impls=["ours", "ours-stacked", "ours-joint", "peer"],
                 rounds=10, steps_per_round=5, warmup=5),
     # A seconds-long smoke test of every code path on CPU (tiny images, compile included).
     "smoke": dict(device="cpu", arch="resnet18", image_size=32, batch=[8], dtype=["fp32", "bf16"],
@@ -102,7 +104,7 @@ def worker_main(args: argparse.Namespace) -> None:
                   projection_hidden_size=4096, moving_average_decay=0.996, use_momentum=True)
     if args.worker == "ours":
         learner = byol_pytorch.BYOL(net, use_simplicial_embeddings=False,
-                                    concat_views=args.concat_views, **common)
+                                    view_batching=args.view_batching, **common)
     else:
         # The peer's constructor runs a forward pass that builds its projector and its target.
         learner = byol_pytorch.BYOL(net, use_simplicial_embeddings=args.sem, **common)
@@ -201,8 +203,8 @@ class Worker:
                "--dtype-one", cfg["dtype"], "--channels-last-one", cfg["channels_last"],
                "--compile-one", cfg["compile"], "--warmup", str(cfg["warmup"]),
                "--threads", str(args.threads), "--seed", str(args.seed)]
-        if opts.get("concat_views"):
-            cmd.append("--concat-views")
+        if "view_batching" in opts:
+            cmd += ["--view-batching", opts["view_batching"]]
         if opts.get("sem"):
             cmd.append("--sem")
         env = dict(os.environ)
@@ -331,7 +333,7 @@ def main() -> None:
     p.add_argument("--dtype-one", dest="dtype_one", help=argparse.SUPPRESS)
     p.add_argument("--channels-last-one", dest="channels_last_one", help=argparse.SUPPRESS)
     p.add_argument("--compile-one", dest="compile_one", help=argparse.SUPPRESS)
-    p.add_argument("--concat-views", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--view-batching", default="auto", help=argparse.SUPPRESS)
     p.add_argument("--sem", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
 

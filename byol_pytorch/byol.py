@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from byol_pytorch.augment import BYOLAugment, default_views
+from byol_pytorch.batchnorm import PerViewBatchNorm
 from byol_pytorch.ema import copy_weights_, ema_update_, make_target
 from byol_pytorch.features import FeatureExtractor, HiddenLayer
 from byol_pytorch.heads import MLP, SimplicialEmbedding
@@ -20,6 +23,7 @@ __all__ = ["BYOL", "update_moving_average", "unwrap"]
 
 AugmentFn = Callable[[Tensor], Tensor]
 RANGE_CHECKS = 10  # batches whose value range is checked; later ones skip the device sync
+VIEW_BATCHING = ("auto", "stacked", "separate", "joint")
 
 
 class _Network(nn.Module):
@@ -64,8 +68,13 @@ class BYOL(nn.Module):
             ``moving_average_decay`` to ``final_tau`` over this many updates; else tau is constant.
         final_tau: end value of the tau schedule (paper: 1.0).
         token_pool: for ViT token outputs (B, N, D): "cls" (class token) or "mean" (patch tokens).
-        concat_views: run both views as one batch of 2B (faster on GPU, but BatchNorm then sees
-            statistics of both views together, which differs from the paper).
+        view_batching: how the two views pass through the networks. ``"stacked"``: one batch of
+            2B in which every BatchNorm normalises each view with its own statistics (same result
+            as two passes; see :class:`~byol_pytorch.batchnorm.PerViewBatchNorm`).
+            ``"separate"``: one pass per view. ``"joint"``: one batch of 2B whose BatchNorm
+            statistics mix both views (as byol-pytorch 0.9.1; differs from the paper).
+            ``"auto"``: ``"stacked"`` on CPU, where it measured faster, else ``"separate"``;
+            ``"separate"`` also wherever ``SyncBatchNorm`` synchronises across processes.
         augment_preset: "imagenet" (paper) or "small" (CIFAR-size images: crop scale floor 0.2,
             no blur) for the default augmentations.
         in_channels: channels of the input images.
@@ -91,7 +100,7 @@ class BYOL(nn.Module):
         total_steps: int | None = None,
         final_tau: float = 1.0,
         token_pool: str = "cls",
-        concat_views: bool = False,
+        view_batching: str = "auto",
         augment_preset: str = "imagenet",
         in_channels: int = 3,
     ) -> None:
@@ -110,7 +119,9 @@ class BYOL(nn.Module):
         self.final_tau = final_tau
         self.total_steps = total_steps
         self.use_momentum = use_momentum
-        self.concat_views = concat_views
+        if view_batching not in VIEW_BATCHING:
+            raise ValueError(f"view_batching must be one of {VIEW_BATCHING}, got {view_batching!r}")
+        self.view_batching = view_batching
         self._step = 0  # EMA updates done; saved through get_extra_state
         self._target_needs_copy = True  # copy online -> target on the first training forward
         self._range_checks_left = RANGE_CHECKS
@@ -277,21 +288,36 @@ class BYOL(nn.Module):
 
     # ------------------------------------------------------------------ forward helpers
     def _loss(self, view1: Tensor, view2: Tensor) -> Tensor:
-        if self.concat_views:
-            z1, z2 = self.online(torch.cat([view1, view2])).chunk(2)  # (2B, P) -> 2 x (B, P)
-        else:
+        batching = self._batching(view1, view2)
+        if batching == "separate":
             z1, z2 = self.online(view1), self.online(view2)
-        q1, q2 = self.predictor(z1), self.predictor(z2)
+            q1, q2 = self.predictor(z1), self.predictor(z2)
+            with torch.no_grad():
+                t1, t2 = (self.target(view1), self.target(view2)) if self.target is not None \
+                    else (z1, z2)
+        else:
+            views = torch.cat([view1, view2])  # (2B, C, H, W)
+            with PerViewBatchNorm(2) if batching == "stacked" else nullcontext():
+                z = self.online(views)
+                q = self.predictor(z)
+                with torch.no_grad():
+                    t = self.target(views) if self.target is not None else z
+            (z1, z2), (q1, q2), (t1, t2) = z.chunk(2), q.chunk(2), t.chunk(2)  # 2 x (B, P)
         if z1.shape[0] > 1:
             self.last_projection_std = projection_std(z1.detach())
-        with torch.no_grad():
-            if self.target is None:  # SimSiam: the online projections with stop-gradient
-                t1, t2 = z1.detach(), z2.detach()
-            elif self.concat_views:
-                t1, t2 = self.target(torch.cat([view1, view2])).chunk(2)
-            else:
-                t1, t2 = self.target(view1), self.target(view2)
-        return symmetric_byol_loss(q1, q2, t1, t2)
+        # SimSiam (no target network): the online projections with stop-gradient.
+        return symmetric_byol_loss(q1, q2, t1.detach(), t2.detach())
+
+    def _batching(self, view1: Tensor, view2: Tensor) -> str:
+        """The view batching this forward uses (see ``view_batching``)."""
+        batching = self.view_batching
+        if batching == "auto":
+            batching = "stacked" if view1.device.type == "cpu" else "separate"
+        if view1.shape != view2.shape:
+            return "separate"  # views of different sizes cannot share a batch
+        if batching == "stacked" and self.training and _syncs_batchnorm(self.online):
+            batching = "separate"  # SyncBatchNorm's cross-process statistics cannot be split
+        return batching
 
     def _augment(self, fn: AugmentFn, x: Tensor) -> Tensor:
         # Augmentation is preprocessing: keep it in the images' dtype, outside any autocast region.
@@ -327,6 +353,12 @@ class BYOL(nn.Module):
                 warnings.warn(f"{name} has values in [{lo.item():.3g}, {hi.item():.3g}], expected "
                               "[0, 1]: pass un-normalised images (x.float() / 255) since the "
                               "default augmentations normalise them themselves", stacklevel=3)
+
+
+def _syncs_batchnorm(model: nn.Module) -> bool:
+    """Whether ``model`` has SyncBatchNorm layers that synchronise statistics across processes."""
+    return (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -310,14 +310,50 @@ def test_channels_last():
     assert torch.isfinite(loss) and net.conv1.weight.grad is not None
 
 
-def test_concat_views_option_runs_and_differs_only_by_bn():
-    learner = make_learner(concat_views=True)
-    learner.eval()  # without batch statistics, concatenation does not change the math
-    ref = make_learner(concat_views=False)
-    ref.load_state_dict(learner.state_dict())
-    ref.eval()
-    v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
-    assert torch.allclose(learner(v1, v2), ref(v1, v2), atol=1e-6)
+def _same_weights_learners(*modes, **overrides):
+    torch.manual_seed(0)
+    learners = [make_learner(net=torchvision.models.resnet18(), image_size=32, view_batching=m,
+                             **overrides) for m in modes]
+    for learner in learners[1:]:
+        learner.load_state_dict(learners[0].state_dict())
+    return learners
+
+
+@pytest.mark.parametrize("use_momentum", [True, False])
+def test_stacked_views_equal_separate_passes(use_momentum):
+    separate, stacked = _same_weights_learners("separate", "stacked", use_momentum=use_momentum)
+    v1, v2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    losses = [learner(v1, v2) for learner in (separate, stacked)]
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    for loss in losses:
+        loss.backward()
+    for (name, a), b in zip(separate.named_parameters(), stacked.parameters()):
+        if a.grad is not None or b.grad is not None:
+            scale = max(1.0, a.grad.abs().max().item())  # float rounding, relative to the grads
+            assert (a.grad - b.grad).abs().max() <= 1e-5 * scale, name
+    # running statistics were updated view by view, in the same order
+    for (name, a), b in zip(separate.named_buffers(), stacked.buffers()):
+        if "running" in name:
+            assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_joint_views_differ_only_by_batchnorm_statistics():
+    v1, v2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    separate, joint = _same_weights_learners("separate", "joint")
+    assert not torch.allclose(separate(v1, v2), joint(v1, v2), atol=1e-3)
+    separate, joint = _same_weights_learners("separate", "joint")
+    separate.eval(), joint.eval()  # running statistics: the batch composition no longer matters
+    assert torch.allclose(separate(v1, v2), joint(v1, v2), atol=1e-5)
+
+
+def test_view_batching_auto_and_fallbacks():
+    learner = make_learner()
+    v = torch.rand(4, 3, 16, 16)
+    assert learner.view_batching == "auto" and learner._batching(v, v) == "stacked"  # CPU
+    assert learner._batching(v, torch.rand(4, 3, 12, 12)) == "separate"  # different view sizes
+    assert torch.isfinite(learner(v, torch.rand(4, 3, 12, 12)))
+    with pytest.raises(ValueError, match="view_batching must be one of"):
+        make_learner(view_batching="concat")
 
 
 def test_torch_compile_matches_eager():
