@@ -244,8 +244,8 @@ class BYOL(nn.Module):
         self,
         x: Tensor,
         x2: Tensor | None = None,
-        return_embedding: bool = False,
-        return_projection: bool = True,
+        return_embedding: bool | None = None,
+        return_projection: bool | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """BYOL loss of a batch, or its online embedding.
 
@@ -253,16 +253,23 @@ class BYOL(nn.Module):
             x: (B, C, H, W) float images in [0, 1] (augmented here), or view 1 if ``x2`` is given.
             x2: optional (B, C, H', W') view 2 made by the caller; both views are then used as
                 they are (no augmentation, no normalisation).
-            return_embedding: return the online network's output for ``x`` without augmentation
-                (normalised first, as the views are, when augment_fn is a BYOLAugment: the default).
-            return_projection: with ``return_embedding``, return ``(projection, embedding)``
-                ((B, projection_size), (B, D)) instead of just the embedding (B, D).
+            return_embedding: (default False) return the online network's output for ``x``
+                without augmentation (normalised first, as the views are, when augment_fn is a
+                BYOLAugment: the default).
+            return_projection: (default True) with ``return_embedding``, return
+                ``(projection, embedding)`` ((B, projection_size), (B, D)) instead of just the
+                embedding (B, D).
+
+        byol-pytorch 0.9.1's positional order ``learner(x, return_embedding, return_projection)``
+        also works: a bool in second place is read as ``return_embedding``.
 
         Returns:
             () float32 loss, or the embedding as described above.
         """
-        if isinstance(x2, bool):  # byol-pytorch 0.9.1 positional call: learner(x, True)
-            x2, return_embedding = None, x2
+        if isinstance(x2, bool):  # 0.9.1's order: the next positional is return_projection
+            x2, return_embedding, return_projection = None, x2, (
+                return_projection if return_embedding is None else return_embedding)
+        return_projection = True if return_projection is None else return_projection
         if return_embedding:
             self._check_images(x, "x", check_range=self.expects_unit_range)
             y = self.online.encoder(self.augment1.normalize_(x.clone()) if self.expects_unit_range

@@ -136,6 +136,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="autocast dtype; fp16 also uses a GradScaler")
     g.add_argument("--channels-last", action="store_true", help="NHWC: faster convs on GPUs")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--view-batching", default="auto", choices=["auto", "stacked", "separate",
+                   "joint"], help="stacked/separate: per-view BatchNorm statistics (the paper), "
+                   "in one batch of 2B or one pass per view; joint: statistics over both views "
+                   "(byol-pytorch 0.9.1's); auto: stacked on CPU, separate on GPU")
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--output-dir", default="outputs/pretrain")
     g.add_argument("--log-every", type=int, default=10, help="optimizer steps between log "
@@ -523,7 +527,8 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
         learner = BYOL(backbone, args.image_size, hidden_layer=args.hidden_layer,
                        projection_size=args.proj_dim, projection_hidden_size=args.proj_hidden_dim,
                        moving_average_decay=args.ema_base, total_steps=total_steps,
-                       token_pool=args.token_pool, augment_preset=args.preset)
+                       token_pool=args.token_pool, augment_preset=args.preset,
+                       view_batching=args.view_batching)
     except (ValueError, TypeError, RuntimeError) as err:
         raise fail(f"cannot build the learner: {err}") from None
     if args.sync_bn:

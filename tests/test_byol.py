@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 from conftest import TinyNet, small_byol_kwargs
+from test_features import BACKBONES
 from torch import nn
 
 from byol_pytorch import BYOL, update_moving_average
@@ -100,6 +101,21 @@ def test_huge_flattened_representation_warns():
     with pytest.warns(UserWarning, match="hook a pooling layer"):
         BYOL(Wide(), image_size=16, hidden_layer=None, projection_size=4,
              projection_hidden_size=4)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_one_line_wrap_trains_every_backbone_family(name):
+    make, layer, size, dim = BACKBONES[name]
+    net = make()
+    learner = BYOL(net, image_size=size, hidden_layer=layer, projection_size=16,
+                   projection_hidden_size=32)
+    assert learner.online.projector[0].in_features == dim
+    opt = torch.optim.SGD(learner.parameters(), lr=0.01)
+    loss = train_step(learner, opt, torch.rand(2, 3, size + 8, size + 8))
+    assert 0 <= loss <= 8
+    first = next(p for p in net.parameters() if p.requires_grad)
+    assert first.grad is not None and first.grad.abs().sum() > 0  # the backbone itself trains
+    assert learner.step == 1
 
 
 # --------------------------------------------------------------------------- training step
@@ -246,6 +262,8 @@ def test_return_embedding_shapes_and_compat(images):
     assert torch.allclose(emb_only, emb)
     proj2, _ = learner(images, True)  # byol-pytorch 0.9.1's positional form
     assert torch.allclose(proj2, proj)
+    assert torch.allclose(learner(images, True, False), emb)  # (x, return_embedding, return_proj.)
+    assert torch.allclose(learner(images, True, return_projection=False), emb)
     # default augmentations normalise, so the embedding sees the same normalised input
     learner.eval()
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

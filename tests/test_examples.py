@@ -161,12 +161,13 @@ def test_pretrain_npz_two_processes_then_distributed_eval(npz_file, tmp_path):
     out = tmp_path / "ddp"
     run_script("pretrain.py", "--dataset", "npz", "--data-path", npz_file,
                "--backbone", "timm:test_resnet", *TINY, "--epochs", "2", "--accum-steps", "2",
-               "--knn-every", "2", "--output-dir", out, nproc=2)
+               "--knn-every", "2", "--view-batching", "separate", "--output-dir", out, nproc=2)
     steps = read_jsonl(out / "log_steps.jsonl")  # 43 train images // 4 per process = 10 micro
     assert [r["step"] for r in steps] == list(range(1, 11))  # -> 5 steps/epoch, 2 epochs
     epochs = read_jsonl(out / "log_epochs.jsonl")
     assert epochs[0]["knn_top1"] is None and 0 <= epochs[1]["knn_top1"] <= 100
-    assert json.loads((out / "args.json").read_text())["batch_size"] == 8
+    args = json.loads((out / "args.json").read_text())
+    assert args["batch_size"] == 8 and args["view_batching"] == "separate"
     # A bare backbone without args.json next to it: the model flags must be given.
     bare = tmp_path / "bare" / "weights.pt"
     bare.parent.mkdir()
