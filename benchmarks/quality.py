@@ -19,7 +19,7 @@ then evaluated here, by the same code.
 
 Usage::
 
-    # CPU budget (a few minutes per model on 2 cores)
+    # CPU budget (10 epochs: ~26 min per model on 2 cores; --epochs 3 for a quick look)
     python benchmarks/quality.py --budget cpu --peer-python /path/to/peer/venv/bin/python \
         --output benchmarks/results/quality_cpu.json
     # GPU budget (>= 200 epochs; needs CUDA)
@@ -61,8 +61,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BUDGETS: dict[str, dict[str, Any]] = {
     # fp32: CPU bf16 autocast is only fast with native bf16 instructions (AVX512-BF16 / AMX);
-    # on an AVX2-only CPU it measured 20x slower than fp32. ~13 s per step on 2 AVX2 cores.
-    "cpu": dict(epochs=3, batch_size=128, base_lr=0.06, warmup_epochs=0, weight_decay=5e-4,
+    # on an AVX2-only CPU it measured 20x slower than fp32. ~5 s per step on 2 AVX2 cores, so
+    # 10 epochs (310 steps) take ~26 min per model; 3 epochs barely move kNN off random init.
+    "cpu": dict(epochs=10, batch_size=128, base_lr=0.06, warmup_epochs=0, weight_decay=5e-4,
                 device="cpu", precision="fp32", probe_epochs=100),
     # The usual CIFAR recipe length (solo-learn / lightly benchmarks run 200-1000 epochs).
     "gpu": dict(epochs=200, batch_size=256, base_lr=0.06, warmup_epochs=10, weight_decay=5e-4,

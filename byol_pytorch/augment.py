@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -826,7 +827,7 @@ class BYOLAugment(nn.Module):
 
 
 def default_views(image_size: int | tuple[int, int], preset: str = "imagenet",
-                  backend: str = "torch") -> tuple[BYOLAugment, BYOLAugment]:
+                  backend: str = "torch", **overrides: Any) -> tuple[BYOLAugment, BYOLAugment]:
     """The paper's two asymmetric views (BYOL Table 6).
 
     View 1: blur p=1.0, solarize p=0.0. View 2: blur p=0.1, solarize p=0.2. Everything else as in
@@ -838,6 +839,8 @@ def default_views(image_size: int | tuple[int, int], preset: str = "imagenet",
             (32-96 px): crop scale (0.2, 1.0) and no blur on either view, solarisation as in the
             paper.
         backend: ``"torch"`` or ``"kornia"``.
+        **overrides: :class:`BYOLAugment` arguments applied to both views on top of the preset,
+            e.g. ``flip_p=0.0`` for data whose mirror image means something else (text, digits).
 
     Returns:
         (view1, view2) augmentation modules.
@@ -850,6 +853,6 @@ def default_views(image_size: int | tuple[int, int], preset: str = "imagenet",
         blur = (0.0, 0.0)
     else:
         raise ValueError(f"preset must be 'imagenet' or 'small', got {preset!r}")
-    view1 = BYOLAugment(image_size, blur_p=blur[0], solarize_p=0.0, **common)
-    view2 = BYOLAugment(image_size, blur_p=blur[1], solarize_p=0.2, **common)
-    return view1, view2
+    view1 = {**common, "blur_p": blur[0], "solarize_p": 0.0, **overrides}
+    view2 = {**common, "blur_p": blur[1], "solarize_p": 0.2, **overrides}
+    return BYOLAugment(image_size, **view1), BYOLAugment(image_size, **view2)

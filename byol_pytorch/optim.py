@@ -23,6 +23,7 @@ class LARS(torch.optim.Optimizer):
 
         g     = g + weight_decay * p
         trust = trust_coefficient * ||p|| / (||g|| + eps)     (1.0 if ||p|| == 0 or ||g|| == 0)
+        trust = min(trust / lr, 1)                             (only with clip_lr=True)
         v     = momentum * v + trust * g
         p     = p - lr * v          (Nesterov: p = p - lr * (trust * g + momentum * v))
 
@@ -32,6 +33,12 @@ class LARS(torch.optim.Optimizer):
     still adapts every layer. Norms accumulate in (at least) float32, so bf16/fp16 parameters are
     supported; the momentum buffer has the parameter's dtype, as in ``torch.optim.SGD``.
 
+    ``clip_lr=True`` is LARC's clipping (NVIDIA apex ``LARC(clip=True)``, solo-learn's
+    ``clip_lr``): a layer's rate ``lr * trust`` becomes ``min(trust_coefficient * ||p|| / ||g||, lr)``,
+    so no layer moves faster than plain SGD at ``lr``. Without it, every layer moves by about
+    ``lr * trust_coefficient`` of its norm per step, which is large for the big coefficients of
+    small-batch recipes (solo-learn's CIFAR BYOL: 0.02, always with clipping).
+
     Args:
         params: parameters or parameter groups (dicts); group keys override the defaults below.
         lr: learning rate (usually set each step from :func:`byol_pytorch.warmup_cosine`).
@@ -40,6 +47,7 @@ class LARS(torch.optim.Optimizer):
         trust_coefficient: LARS coefficient ``eta`` (0.001 in the paper).
         eps: added to ``||g||`` to avoid division by tiny norms.
         nesterov: Nesterov momentum (needs ``momentum > 0``).
+        clip_lr: clip each layer's adaptive rate at ``lr`` (LARC), see above.
         foreach: fused multi-tensor kernels; ``None`` uses them when every parameter is on CUDA.
     """
 
@@ -52,13 +60,14 @@ class LARS(torch.optim.Optimizer):
         trust_coefficient: float = 0.001,
         eps: float = 1e-8,
         nesterov: bool = False,
+        clip_lr: bool = False,
         *,
         foreach: bool | None = None,
     ) -> None:
         _check_hparams(lr, momentum, weight_decay, trust_coefficient, eps, nesterov)
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                         trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov,
-                        lars_exclude=False, foreach=foreach)
+                        clip_lr=clip_lr, lars_exclude=False, foreach=foreach)
         super().__init__(params, defaults)
         for group in self.param_groups:  # groups may override the defaults with bad values
             _check_hparams(group["lr"], group["momentum"], group["weight_decay"],
@@ -70,6 +79,7 @@ class LARS(torch.optim.Optimizer):
             group.setdefault("lars_exclude", False)
             group.setdefault("foreach", None)
             group.setdefault("nesterov", False)
+            group.setdefault("clip_lr", False)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -113,9 +123,11 @@ def _check_hparams(
         raise ValueError("LARS nesterov=True needs momentum > 0; set momentum or nesterov=False")
 
 
-def _trust_ratio(p_norm: Tensor, g_norm: Tensor, coefficient: float, eps: float) -> Tensor:
+def _trust_ratio(p_norm: Tensor, g_norm: Tensor, group: dict) -> Tensor:
     # torch.where rather than Python branching: no host-device sync per parameter.
-    ratio = coefficient * p_norm / (g_norm + eps)
+    ratio = group["trust_coefficient"] * p_norm / (g_norm + group["eps"])
+    if group["clip_lr"] and group["lr"] > 0:  # LARC: the layer's rate lr * ratio <= lr
+        ratio = torch.clamp(ratio / group["lr"], max=1.0)
     return torch.where((p_norm > 0) & (g_norm > 0), ratio, torch.ones_like(ratio))
 
 
@@ -139,7 +151,7 @@ def _step_single(params: list[Tensor], bufs: list[Tensor | None], group: dict) -
         if not group["lars_exclude"]:
             if group["weight_decay"] != 0:
                 g = g.add(p, alpha=group["weight_decay"])
-            ratio = _trust_ratio(_norm(p), _norm(g), group["trust_coefficient"], group["eps"])
+            ratio = _trust_ratio(_norm(p), _norm(g), group)
             g = g.mul(ratio)
         if momentum != 0:
             buf = g.clone() if buf is None else buf.mul_(momentum).add_(g)
@@ -165,8 +177,7 @@ def _step_foreach(params: list[Tensor], bufs: list[Tensor | None], group: dict) 
                 gs = list(torch._foreach_add([p.grad for p in ps], ps, alpha=group["weight_decay"]))
             else:
                 gs = [p.grad.clone() for p in ps]  # scaled in place below
-            ratio = _trust_ratio(torch.stack(_norms(ps)), torch.stack(_norms(gs)),
-                                 group["trust_coefficient"], group["eps"])
+            ratio = _trust_ratio(torch.stack(_norms(ps)), torch.stack(_norms(gs)), group)
             torch._foreach_mul_(gs, list(ratio.unbind()))
         if momentum != 0:
             for j, i in enumerate(idx):

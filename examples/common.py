@@ -450,7 +450,8 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
                    "centre crop (default: image size x 256/224, or image size for small images)")
     g.add_argument("--batch-size", type=int, default=256, help="images per process per "
                    "feature-extraction batch")
-    g.add_argument("--workers", type=int, default=4, help="CPU decoding workers per process")
+    g.add_argument("--workers", type=int, default=None, help="CPU decoding workers per process "
+                   "(default: 0 for the in-memory npz/digits, else min(4, CPUs per process))")
     g = parser.add_argument_group("run")
     g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     g.add_argument("--output", default=None, help="JSON file for the result (default: next to "
@@ -503,6 +504,9 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None) -> EvalSetup:
     error = check_data_args(args.dataset, args.data_path, args.download)
     if error:
         raise fail(error)
+    if args.workers is None:  # in-memory data sets gain nothing from worker processes
+        per_process = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        args.workers = 0 if args.dataset in ("npz", "digits") else max(1, min(4, per_process))
     try:
         backbone = create_backbone(args.backbone)
         if args.cifar_stem:
@@ -521,7 +525,8 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None) -> EvalSetup:
         raise fail(f"{args.dataset} at {args.data_path} has no labels: nothing to evaluate")
     info = dict(checkpoint=str(args.checkpoint), backbone=args.backbone,
                 hidden_layer=args.hidden_layer, dataset=args.dataset, num_train=len(train_set),
-                num_val=len(val_set), num_classes=num_classes, image_size=args.image_size)
+                num_val=len(val_set), num_classes=num_classes, image_size=args.image_size,
+                workers=args.workers)
     return EvalSetup(encoder, train_set, val_set, num_classes, info)
 
 

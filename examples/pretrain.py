@@ -45,25 +45,29 @@ from data import (DATASETS, build_dataset, check_data_args, eval_transform,  # n
                   pretrain_transform, shard, to_device_images)
 
 from byol_pytorch import (BYOL, __version__, cifar_stem_, create_backbone,  # noqa: E402
-                          warmup_cosine)
+                          default_views, warmup_cosine)
 from byol_pytorch.eval import extract_features, knn_accuracy  # noqa: E402
 from byol_pytorch.monitor import is_collapsed  # noqa: E402
 from byol_pytorch.optim import LARS, param_groups  # noqa: E402
 
 # Defaults per --preset; any flag given on the command line wins. "imagenet" is the paper's
 # (BYOL App. C: LARS, base LR 0.2 x batch/256, wd 1.5e-6, 10 warm-up epochs, tau 0.996, batch
-# 4096); "small" is solo-learn's CIFAR recipe (LARS eta 0.02, LR 1.0, wd 1e-5, tau 0.99, batch 256,
-# 1000 epochs) with the CIFAR ResNet stem. The paper's heads (4096 -> 256) are kept for both.
+# 4096); "small" is solo-learn's CIFAR recipe (LARS eta 0.02 with LARC clipping, LR 1.0, wd 1e-5,
+# tau 0.99, batch 256, 1000 epochs) with the CIFAR ResNet stem. The paper's heads (4096 -> 256)
+# are kept for both.
 PRESETS = {
     "imagenet": dict(backbone="resnet50", image_size=224, batch_size=4096, epochs=300,
                      base_lr=0.2, weight_decay=1.5e-6, warmup_epochs=10, ema_base=0.996,
-                     lars_eta=0.001, cifar_stem=False),
+                     lars_eta=0.001, lars_clip=False, cifar_stem=False, crop_min_scale=0.08,
+                     flip_p=0.5),
     "small": dict(backbone="resnet18", image_size=32, batch_size=256, epochs=1000,
                   base_lr=1.0, weight_decay=1e-5, warmup_epochs=10, ema_base=0.99,
-                  lars_eta=0.02, cifar_stem=True),
+                  lars_eta=0.02, lars_clip=True, cifar_stem=True, crop_min_scale=0.2, flip_p=0.5),
 }
-# The embedded digits are a laptop demo: small images and a short run unless told otherwise.
-DATASET_DEFAULTS = {"digits": dict(image_size=16, batch_size=128, epochs=10, warmup_epochs=1),
+# The embedded digits are a laptop demo: small images and a short run unless told otherwise, and
+# digit-safe views (a mirrored 2 is not a 2; a 20% crop of an 8x8 digit is rarely the same digit).
+DATASET_DEFAULTS = {"digits": dict(image_size=16, batch_size=128, epochs=10, warmup_epochs=1,
+                                   crop_min_scale=0.4, flip_p=0.0),
                     "stl10": dict(image_size=96)}
 DEFAULT_PRESET = {"folder": "imagenet", "stl10": "imagenet", "cifar10": "small",
                   "cifar100": "small", "npz": "small", "digits": "small"}
@@ -104,6 +108,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--token-pool", default="cls", choices=["cls", "mean"],
                    help="how ViT token outputs are pooled into one vector")
     g.add_argument("--image-size", type=int, default=None, help="side of the augmented views")
+    g.add_argument("--crop-min-scale", type=float, default=None, help="smallest area fraction "
+                   "of a random resized crop (default: the preset's 0.08 / 0.2; 0.4 for digits)")
+    g.add_argument("--flip-p", type=float, default=None, help="horizontal flip probability "
+                   "(default 0.5; 0 for digits and other data whose mirror image differs)")
     g.add_argument("--proj-dim", type=int, default=256, help="projection size (paper: 256)")
     g.add_argument("--proj-hidden-dim", type=int, default=4096,
                    help="hidden size of projector and predictor (paper: 4096)")
@@ -125,6 +133,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=None,
                    help="not applied to biases and norm parameters")
     g.add_argument("--lars-eta", type=float, default=None, help="LARS trust coefficient")
+    g.add_argument("--lars-clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip each layer's LARS rate at the LR (LARC; default: on for small, "
+                   "as solo-learn, off for imagenet, as the paper)")
     g.add_argument("--ema-base", type=float, default=None,
                    help="target EMA rate tau at step 0; it rises to 1 by a cosine over training")
     g.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm; 0 = off")
@@ -185,6 +196,9 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         (args.base_lr > 0 and args.weight_decay >= 0, "--base-lr must be > 0 and "
          "--weight-decay >= 0"),
         (0.0 <= args.ema_base <= 1.0, f"--ema-base must lie in [0, 1], got {args.ema_base}"),
+        (0.0 < args.crop_min_scale <= 1.0, f"--crop-min-scale must lie in (0, 1], got "
+         f"{args.crop_min_scale}"),
+        (0.0 <= args.flip_p <= 1.0, f"--flip-p must lie in [0, 1], got {args.flip_p}"),
         (0.0 < args.val_fraction < 1.0, "--val-fraction must lie in (0, 1)"),
         (min(args.log_every, args.knn_k) >= 1, "--log-every and --knn-k must be >= 1"),
         (min(args.save_every, args.knn_every, args.max_steps, args.workers) >= 0,
@@ -234,7 +248,8 @@ def build_backbone(args: argparse.Namespace) -> nn.Module:
 def build_optimizer(args: argparse.Namespace, learner: nn.Module) -> torch.optim.Optimizer:
     groups = param_groups(learner, args.weight_decay)  # biases/norms: no decay, no LARS
     if args.optimizer == "lars":
-        return LARS(groups, lr=0.0, momentum=0.9, trust_coefficient=args.lars_eta)
+        return LARS(groups, lr=0.0, momentum=0.9, trust_coefficient=args.lars_eta,
+                    clip_lr=args.lars_clip)
     if args.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=0.0, momentum=0.9)
     cls = torch.optim.Adam if args.optimizer == "adam" else torch.optim.AdamW
@@ -513,7 +528,8 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
                                            val_fraction=args.val_fraction,
                                            split_seed=args.split_seed)[0],
                              run.rank, run.world_size),
-                       batch_size=max(micro_batch, 64), num_workers=args.workers)
+                       batch_size=max(micro_batch, 64), num_workers=args.workers,
+                       generator=torch.Generator())  # not the global RNG: training's stream
             for split in ("train", "val"))
     total_steps = args.epochs * steps_per_epoch
     sched = Schedule(steps_per_epoch, total_steps, int(args.warmup_epochs * steps_per_epoch),
@@ -524,10 +540,12 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
 
     # ======================= model =======================
     try:
+        view1, view2 = default_views(args.image_size, args.preset, flip_p=args.flip_p,
+                                     crop_scale=(args.crop_min_scale, 1.0))
         learner = BYOL(backbone, args.image_size, hidden_layer=args.hidden_layer,
                        projection_size=args.proj_dim, projection_hidden_size=args.proj_hidden_dim,
-                       moving_average_decay=args.ema_base, total_steps=total_steps,
-                       token_pool=args.token_pool, augment_preset=args.preset,
+                       augment_fn=view1, augment_fn2=view2, moving_average_decay=args.ema_base,
+                       total_steps=total_steps, token_pool=args.token_pool,
                        view_batching=args.view_batching)
     except (ValueError, TypeError, RuntimeError) as err:
         raise fail(f"cannot build the learner: {err}") from None
@@ -548,6 +566,12 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
         rng_states = resume(Path(ckpt_path), learner, optimizer, scaler, sched, run, args)
     elif args.resume == "auto":
         print0(f"--resume auto: no {ckpt_path} yet, starting from scratch")
+    if knn_loaders and sched.step == 0:  # the level the kNN curve is read against
+        init_knn = knn_monitor(learner, knn_loaders, run, args.knn_k, num_classes)
+        print0(f"kNN top-1 at initialisation: {init_knn:.2f}%")
+        if run.is_main:
+            (out / "knn_init.json").write_text(json.dumps({"knn_top1": init_knn,
+                                                           "knn_k": args.knn_k}))
     seed_everything(args.seed + run.rank + 1000 * sched.step)  # per-rank augmentation stream
     if rng_states is not None:
         restore_rng_state(rng_states[run.rank])

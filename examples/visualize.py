@@ -5,7 +5,8 @@ Needs matplotlib (``pip install -e ".[examples]"``). Three plots, each written a
 1. ``training_curves.png`` from pretrain.py's per-step JSONL log: loss, learning rate, target EMA
    rate tau and the projection std with the collapse threshold (``ratio / sqrt(dim)``, see
    :func:`byol_pytorch.monitor.is_collapsed`) and the healthy level ``1 / sqrt(dim)``.
-2. ``knn_accuracy.png`` from pretrain.py's per-epoch log (JSONL or CSV): every ``knn*`` column.
+2. ``knn_accuracy.png`` from pretrain.py's per-epoch log (JSONL or CSV): every ``knn*`` column,
+   with the accuracy at initialisation (``knn_init.json`` beside the log) as a dashed line.
 3. ``augmentations.png``: a few of YOUR images (an ImageFolder tree, an npz file with
    ``train_images``, or scikit-learn's bundled digits) next to the two BYOL views that
    :func:`byol_pytorch.default_views` makes of them.
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["read_log", "load_images", "plot_training_curves", "plot_knn", "plot_augmentations",
-           "make_views", "main"]
+           "make_views", "init_knn_baseline", "main"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -395,6 +396,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def init_knn_baseline(epoch_log: str | Path) -> dict[str, float] | None:
+    """{label: accuracy} from the ``knn_init.json`` pretrain.py writes beside its logs, if any."""
+    path = Path(epoch_log).parent / "knn_init.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return {f"initialisation (kNN@{record.get('knn_k', '?')})": float(record["knn_top1"])}
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     args = get_args_parser().parse_args(argv)
     if not (args.step_log or args.epoch_log or args.images):
@@ -410,7 +420,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                                             collapse_ratio=args.collapse_ratio, title=args.title))
     if args.epoch_log:
         written.append(plot_knn(args.epoch_log, args.out_dir / "knn_accuracy.png",
-                                title=args.title))
+                                baseline=init_knn_baseline(args.epoch_log), title=args.title))
     if args.images:
         imgs = load_images(args.images, args.num_images, size=args.image_size, seed=args.seed)
         written.append(plot_augmentations(imgs, args.out_dir / "augmentations.png",

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 from torch import nn
 
-MINI_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_mini_train.npz"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MINI_CIFAR = REPO_ROOT.parent / "shared" / "data" / "cifar10_mini_train.npz"
+
+
+def load_script(relative_path: str, module_name: str) -> ModuleType:
+    """Import a script of the repository (not a package module) by path, as ``module_name``."""
+    spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

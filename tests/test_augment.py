@@ -238,6 +238,17 @@ def test_small_preset() -> None:
     assert (v1.solarize_p, v2.solarize_p) == (0.0, 0.2)
 
 
+def test_default_views_overrides_apply_to_both_views_over_the_preset() -> None:
+    v1, v2 = default_views(32, preset="small", crop_scale=(0.4, 1.0), flip_p=0.0, blur_p=0.5)
+    assert v1.crop_scale == v2.crop_scale == (0.4, 1.0)
+    assert v1.flip_p == v2.flip_p == 0.0 and v1.blur_p == v2.blur_p == 0.5
+    assert (v1.solarize_p, v2.solarize_p) == (0.0, 0.2)  # what was not overridden stays
+    flips = v1.sample_params(256, torch.device("cpu"), gen(1))["flip"]
+    assert not flips.any()
+    with pytest.raises(TypeError):
+        default_views(32, crop_min=0.4)  # a misspelt argument is not silently dropped
+
+
 def test_default_blur_kernel_size() -> None:
     assert default_blur_kernel_size(224) == 23
     assert default_blur_kernel_size(96) == 9

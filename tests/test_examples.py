@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -107,6 +108,8 @@ def test_pretrain_folder_writes_checkpoint_logs_and_backbone(folder_run):
     assert steps[0]["tau"] == pytest.approx(0.996) and steps[-1]["tau"] > steps[0]["tau"]
     epochs = read_jsonl(folder_run / "log_epochs.jsonl")
     assert [r["epoch"] for r in epochs] == [0, 1]
+    init = json.loads((folder_run / "knn_init.json").read_text())  # before the first step
+    assert init["knn_k"] == 20 and 0 <= init["knn_top1"] <= 100
     assert all(set(r) == EPOCH_FIELDS and 0 <= r["knn_top1"] <= 100 for r in epochs)
     header = (folder_run / "log_epochs.csv").read_text().splitlines()[0].split(",")
     assert set(header) == EPOCH_FIELDS
@@ -175,9 +178,10 @@ def test_pretrain_npz_two_processes_then_distributed_eval(npz_file, tmp_path):
     knn_out = tmp_path / "knn.json"
     run_script("knn_eval.py", "--checkpoint", bare, "--backbone", "timm:test_resnet",
                "--dataset", "npz", "--data-path", npz_file, "--image-size", "16", "--k", "3",
-               "--workers", "0", "--output", knn_out, nproc=2)
+               "--output", knn_out, nproc=2)
     result = json.loads(knn_out.read_text())
     assert result["num_train"] == 43 and result["num_val"] == 5 and 0 <= result["knn_top1@3"] <= 100
+    assert result["workers"] == 0  # the default for in-memory data
     lin_out = tmp_path / "linear.json"
     run_script("linear_eval.py", "--checkpoint", out / "checkpoint.pt", "--protocol", "augment",
                "--epochs", "2", "--probe-batch-size", "8", "--workers", "0", "--output", lin_out,
@@ -190,11 +194,14 @@ def test_resume_continues_the_same_run(npz_file, tmp_path):
     """6 steps straight vs 3 steps + resume: same per-step losses and bit-identical weights.
 
     43 images / batch 8 = 5 steps per epoch, so the resume starts mid-epoch and then crosses
-    an epoch boundary (new sampler permutation).
+    an epoch boundary (new sampler permutation). The straight run also evaluates kNN (at
+    initialisation and after each epoch), which must not change the training either.
     """
     common = ["--dataset", "npz", "--data-path", npz_file, "--backbone", "timm:test_resnet",
               *TINY, "--epochs", "2", "--workers", "0"]
-    run_script("pretrain.py", *common, "--max-steps", "6", "--output-dir", tmp_path / "straight")
+    run_script("pretrain.py", *common, "--max-steps", "6", "--knn-every", "1",
+               "--output-dir", tmp_path / "straight")
+    assert read_jsonl(tmp_path / "straight" / "log_epochs.jsonl")[0]["knn_top1"] is not None
     run_script("pretrain.py", *common, "--max-steps", "3", "--output-dir", tmp_path / "split")
     assert len(read_jsonl(tmp_path / "split" / "log_steps.jsonl")) == 3
     run_script("pretrain.py", *common, "--max-steps", "6", "--output-dir", tmp_path / "split",
@@ -248,10 +255,39 @@ def _pretrain_error(argv: list[str], capsys) -> str:
     (["--sync-bn", "--device", "cpu"], 2, "needs CUDA"),
     (["--warmup-epochs", "20", "--epochs", "10"], 1, "--warmup-epochs"),
     (["--resume", "/nonexistent/checkpoint.pt"], 1, "does not exist"),
+    (["--crop-min-scale", "0"], 1, "--crop-min-scale must lie in (0, 1]"),
+    (["--flip-p", "1.5"], 1, "--flip-p must lie in [0, 1]"),
 ])
 def test_pretrain_rejects_bad_arguments(argv, world, message, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", str(world))  # validated before joining any process group
     assert message in _pretrain_error(argv, capsys)
+
+
+@pytest.mark.parametrize("argv, crop_min_scale, flip_p", [
+    (["--dataset", "digits"], 0.4, 0.0),  # digit-safe views
+    (["--dataset", "npz", "--data-path", "NPZ"], 0.2, 0.5),  # the small preset
+    (["--dataset", "folder", "--data-path", "FOLDER"], 0.08, 0.5),  # the paper's
+    (["--dataset", "digits", "--crop-min-scale", "0.3", "--flip-p", "0.5"], 0.3, 0.5),
+])
+def test_augmentation_defaults_follow_data_set_and_flags(argv, crop_min_scale, flip_p, npz_file,
+                                                         image_folder):
+    pretrain = importlib.import_module("pretrain")
+    argv = [{"NPZ": str(npz_file), "FOLDER": str(image_folder)}.get(a, a) for a in argv]
+    args = pretrain.resolve_args(pretrain.get_args_parser().parse_args(argv))
+    assert (args.crop_min_scale, args.flip_p) == (crop_min_scale, flip_p)
+
+
+@pytest.mark.parametrize("argv, clip", [
+    (["--dataset", "digits"], True),  # the small preset: solo-learn's LARS, clipped (LARC)
+    (["--dataset", "folder", "--data-path", "FOLDER"], False),  # the paper's LARS
+    (["--dataset", "digits", "--no-lars-clip"], False),
+])
+def test_lars_clipping_follows_preset_and_flag(argv, clip, image_folder):
+    pretrain = importlib.import_module("pretrain")
+    argv = [str(image_folder) if a == "FOLDER" else a for a in argv]
+    args = pretrain.resolve_args(pretrain.get_args_parser().parse_args(argv))
+    optimizer = pretrain.build_optimizer(args, nn.Linear(4, 2))
+    assert args.lars_clip is clip and optimizer.defaults["clip_lr"] is clip
 
 
 def test_unknown_backbone_lists_close_names(capsys):

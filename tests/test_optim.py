@@ -55,6 +55,21 @@ def test_two_steps_match_hand_computation(foreach: bool) -> None:
 
 
 @pytest.mark.parametrize("foreach", PATHS)
+def test_clip_lr_caps_each_layer_rate_at_lr(foreach: bool) -> None:
+    # ||p|| = 5, ||g|| = 0.5, eta 0.02 -> trust 0.2. lr 0.1: lr * trust = 0.02 < 0.1, so the
+    # clipped ratio is min(0.2 / 0.1, 1) = 1: a plain SGD step p - 0.1 g = (2.97, 3.96).
+    # lr 1.0: trust 0.2 < 1 is kept, p - 1.0 * 0.2 g = (2.94, 3.92) with or without clipping.
+    g = torch.tensor([0.3, 0.4], dtype=torch.float64)
+    for lr, clip, expected in [(0.1, True, [2.97, 3.96]), (0.1, False, [2.994, 3.992]),
+                               (1.0, True, [2.94, 3.92]), (1.0, False, [2.94, 3.92])]:
+        p = torch.tensor([3.0, 4.0], dtype=torch.float64, requires_grad=True)
+        opt = LARS([p], lr=lr, momentum=0.9, trust_coefficient=0.02, eps=0.0, clip_lr=clip,
+                   foreach=foreach)
+        _run(opt, [p], [[g]])
+        torch.testing.assert_close(p.detach(), torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("foreach", PATHS)
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_decayed_and_excluded_groups_match_reference(foreach: bool, nesterov: bool) -> None:
     w = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)

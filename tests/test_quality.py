@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +13,13 @@ import torch
 from byol_pytorch import create_backbone
 from byol_pytorch.schedules import warmup_cosine
 
-from conftest import MINI_CIFAR
+from conftest import MINI_CIFAR, REPO_ROOT, load_script
 
-QUALITY = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("byol_quality_benchmark", QUALITY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/quality.py", "byol_quality_benchmark")
 
 
 @pytest.fixture
@@ -127,7 +120,7 @@ def test_peer_worker_tiny(quality, tiny_npz, tmp_path):
                   "--peer-python", os.environ["BYOL_PEER_PYTHON"], "--output", str(out)])
     peer = json.loads(out.read_text())["models"]["peer-nosem"]
     assert peer["library_version"] == "0.9.1"
-    assert str(QUALITY.parents[1]) not in peer["library_file"]  # the peer's own package
+    assert str(REPO_ROOT) not in peer["library_file"]  # the peer's own package
     assert peer["steps"] == 1 and "knn_top1@3" in peer
 
 

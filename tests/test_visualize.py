@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +12,14 @@ import torch
 
 pytest.importorskip("matplotlib")
 
-from conftest import MINI_CIFAR  # noqa: E402
+from conftest import MINI_CIFAR, load_script  # noqa: E402
 
-VISUALIZE = Path(__file__).resolve().parents[1] / "examples" / "visualize.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def vis():
-    spec = importlib.util.spec_from_file_location("byol_visualize_example", VISUALIZE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/visualize.py", "byol_visualize_example")
 
 
 def _is_png(path: Path) -> bool:
@@ -118,6 +111,12 @@ def test_load_images_npz_folder_digits(vis, tmp_path):
     assert vis.load_images("digits", 2, size=16).shape == (2, 3, 16, 16)
     with pytest.raises(FileNotFoundError):
         vis.load_images(tmp_path / "nothing", 2)
+
+
+def test_init_knn_baseline_is_read_beside_the_epoch_log(vis, epoch_csv):
+    assert vis.init_knn_baseline(epoch_csv) is None  # pretrain.py without --knn-every
+    (epoch_csv.parent / "knn_init.json").write_text(json.dumps({"knn_top1": 31.5, "knn_k": 20}))
+    assert vis.init_knn_baseline(epoch_csv) == {"initialisation (kNN@20)": 31.5}
 
 
 def test_cli_writes_all_three(vis, step_log, epoch_csv, tmp_path):
