@@ -482,7 +482,7 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None) -> EvalSetup:
     crop (linear eval with augmentation). Raises SystemExit with a clear message on bad input.
     """
     from byol_pytorch import cifar_stem_, create_backbone
-    from data import build_dataset, check_data_args, eval_transform
+    from data import build_dataset, check_data_args, default_workers, eval_transform
 
     if not Path(args.checkpoint).is_file():
         raise fail(f"--checkpoint {args.checkpoint!r} does not exist")
@@ -504,9 +504,8 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None) -> EvalSetup:
     error = check_data_args(args.dataset, args.data_path, args.download)
     if error:
         raise fail(error)
-    if args.workers is None:  # in-memory data sets gain nothing from worker processes
-        per_process = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        args.workers = 0 if args.dataset in ("npz", "digits") else max(1, min(4, per_process))
+    if args.workers is None:
+        args.workers = default_workers(args.dataset, cap=4)
     try:
         backbone = create_backbone(args.backbone)
         if args.cifar_stem:

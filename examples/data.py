@@ -22,6 +22,7 @@ evaluation split by kNN monitoring, knn_eval.py and linear_eval.py.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +35,7 @@ from torchvision.transforms import v2
 __all__ = [
     "DATASETS", "check_data_args", "split_indices", "pretrain_transform", "eval_transform",
     "train_eval_transform", "build_dataset", "shard", "to_device_images", "TensorImageDataset",
+    "default_workers",
 ]
 
 DATASETS = ("folder", "cifar10", "cifar100", "stl10", "npz", "digits")
@@ -221,6 +223,15 @@ def shard(dataset: Dataset, rank: int, world_size: int) -> Dataset:
     if world_size == 1:
         return dataset
     return Subset(dataset, range(rank, len(dataset), world_size))
+
+
+def default_workers(name: str, cap: int) -> int:
+    """DataLoader workers per process: 0 for the in-memory npz/digits (workers would only copy
+    tensors), else this process's share of the CPUs, between 1 and ``cap``."""
+    if name in ("npz", "digits"):
+        return 0
+    per_process = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(cap, per_process))
 
 
 def has_own_val_split(name: str, root: str | None) -> bool:

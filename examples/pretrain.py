@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from contextlib import nullcontext
@@ -41,8 +40,8 @@ from common import (CsvWriter, DistInfo, JsonlWriter, Timer, all_gather_varsize,
                     cleanup_distributed, env_world_size, fail, gather_rng_states, init_distributed,
                     load_checkpoint, parse_hidden_layer, print0, restore_rng_state, save_backbone,
                     save_checkpoint, seed_everything, truncate_log, unwrap)
-from data import (DATASETS, build_dataset, check_data_args, eval_transform,  # noqa: E402
-                  pretrain_transform, shard, to_device_images)
+from data import (DATASETS, build_dataset, check_data_args, default_workers,  # noqa: E402
+                  eval_transform, pretrain_transform, shard, to_device_images)
 
 from byol_pytorch import (BYOL, __version__, cifar_stem_, create_backbone,  # noqa: E402
                           default_views, warmup_cosine)
@@ -180,8 +179,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if not warmup_given:  # a short run keeps a short warm-up: at most 10% of the epochs
         args.warmup_epochs = min(args.warmup_epochs, 0.1 * args.epochs)
     if args.workers is None:
-        per_process = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        args.workers = 0 if args.dataset in ("npz", "digits") else max(1, min(8, per_process))
+        args.workers = default_workers(args.dataset, cap=8)
     if args.load_size is None:
         scale = 256 / 224 if args.preset == "imagenet" else 1.0
         args.load_size = int(round(args.image_size * scale))

@@ -22,9 +22,9 @@ import torch
 import torchvision
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import MINI_CIFAR, REPO_ROOT as ROOT
+
 EXAMPLES = ROOT / "examples"
-MINI_CIFAR = ROOT.parent / "shared" / "data" / "cifar10_mini_train.npz"
 sys.path.insert(0, str(EXAMPLES))
 
 TINY = ["--image-size", "16", "--batch-size", "8", "--proj-dim", "16", "--proj-hidden-dim", "32",

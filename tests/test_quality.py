@@ -16,7 +16,6 @@ from byol_pytorch.schedules import warmup_cosine
 from conftest import MINI_CIFAR, REPO_ROOT, load_script
 
 
-
 @pytest.fixture(scope="module")
 def quality():
     return load_script("benchmarks/quality.py", "byol_quality_benchmark")
