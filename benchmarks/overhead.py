@@ -11,7 +11,7 @@ Times, alternating in one process (each round runs every item once, the order ro
   augmentation, no hooks, no checks, no EMA. One pass per view;
 * ``bare, stacked``: the same, both views in one batch with per-view BatchNorm statistics
   (``PerViewBatchNorm``: what ``view_batching="stacked"``, the CPU default, does);
-* ``wrapper, no aug/EMA``: ``learner(view1, view2)`` on the same pre-made views + backward + Adam:
+* ``wrapper, no aug/EMA``: ``learner(view1, x2=view2)`` on the same pre-made views + backward + Adam:
   the wrapper's forward without augmentation and EMA (hooks, heads, classifier, checks, loss);
 * ``augmentation``: both default views of the batch;
 * ``EMA update``: ``learner.update_moving_average()``;
@@ -88,7 +88,7 @@ def main() -> None:
 
     def wrapper_no_aug() -> None:
         with amp:
-            loss = learner(view1, view2)
+            loss = learner(view1, x2=view2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

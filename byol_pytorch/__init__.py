@@ -1,25 +1,34 @@
-"""byol-pytorch: Bootstrap Your Own Latent (Grill et al., 2020) for any PyTorch backbone."""
+"""byol-torch: Bootstrap Your Own Latent (Grill et al., 2020) for any PyTorch backbone.
 
+A drop-in for byol-pytorch 0.9.1 (same import name, ``byol_pytorch``); its module
+``byol_pytorch.byol_pytorch`` is here too, with the same names.
+"""
+
+from byol_pytorch._install import warn_if_shadowed
 from byol_pytorch.augment import BYOLAugment, default_views
 from byol_pytorch.byol import BYOL, unwrap, update_moving_average
-from byol_pytorch.ema import ema_update_, make_target
-from byol_pytorch.features import FeatureExtractor, resolve_layer
-from byol_pytorch.heads import MLP, SEM, SimplicialEmbedding
+from byol_pytorch.ema import EMA, ema_update_, make_target
+from byol_pytorch.features import FeatureExtractor, NetWrapper, resolve_layer
+from byol_pytorch.heads import MLP, SEM, SimSiamMLP
 from byol_pytorch.losses import byol_loss, symmetric_byol_loss
 from byol_pytorch.models import cifar_stem_, create_backbone
 from byol_pytorch.schedules import cosine_tau, warmup_cosine
 from byol_pytorch.trainer import BYOLTrainer, MockDataset
 from byol_pytorch.version import __version__
 
+warn_if_shadowed()
+
 __all__ = [
     "BYOL",
     "BYOLAugment",
     "BYOLTrainer",
+    "EMA",
     "FeatureExtractor",
     "MLP",
     "MockDataset",
+    "NetWrapper",
     "SEM",
-    "SimplicialEmbedding",
+    "SimSiamMLP",
     "__version__",
     "byol_loss",
     "cifar_stem_",

@@ -7,7 +7,27 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["make_target", "ema_update_", "copy_weights_"]
+__all__ = ["EMA", "make_target", "ema_update_", "copy_weights_"]
+
+
+class EMA:
+    """An EMA rate: ``update_average(old, new) = beta * old + (1 - beta) * new``.
+
+    byol-pytorch 0.9.1's helper, kept with its semantics: ``BYOL.target_ema_updater`` is one, and
+    its ``beta`` is the learner's base rate (setting it changes the rate of later updates).
+    """
+
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
+
+    def update_average(self, old: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+        """``beta * old + (1 - beta) * new`` (``new`` if ``old`` is None)."""
+        if old is None:
+            return new
+        return old * self.beta + (1 - self.beta) * new
+
+    def __repr__(self) -> str:
+        return f"EMA(beta={self.beta})"
 
 
 def make_target(online: nn.Module) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Hidden-layer resolution and feature extraction from any backbone."""
+"""Hidden-layer resolution, feature extraction from any backbone, backbone + projector pairs."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import difflib
 from typing import Union
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["resolve_layer", "FeatureExtractor", "HiddenLayer"]
+from byol_pytorch.heads import MLP, SimSiamMLP, simplicial_projector
+
+__all__ = ["resolve_layer", "FeatureExtractor", "NetWrapper", "HiddenLayer"]
 
 HiddenLayer = Union[str, int, None]
-TOKEN_POOLS = ("cls", "mean")
+TOKEN_POOLS = ("cls", "mean", "flatten")
 
 
 def resolve_layer(model: nn.Module, hidden_layer: HiddenLayer) -> nn.Module | None:
@@ -19,13 +22,14 @@ def resolve_layer(model: nn.Module, hidden_layer: HiddenLayer) -> nn.Module | No
 
     Args:
         hidden_layer: a name from ``model.named_modules()`` (e.g. ``"avgpool"``,
-            ``"head.global_pool"``), an index into ``list(model.children())`` (negative allowed;
-            ``-2`` is the layer before a final classifier), or ``None``.
+            ``"head.global_pool"``), an index into ``list(model.children())`` (``-2`` is the layer
+            before a final classifier), or ``None``. ``-1`` means the model's own output, as in
+            byol-pytorch 0.9.1 (not the last child, which need not run last).
 
     Raises:
         ValueError: unknown name (the message lists the closest names) or index out of range.
     """
-    if hidden_layer is None:
+    if hidden_layer is None or (isinstance(hidden_layer, int) and hidden_layer == -1):
         return None
     if isinstance(hidden_layer, bool) or not isinstance(hidden_layer, (str, int)):
         raise TypeError(f"hidden_layer must be a module name (str), a child index (int) or None, "
@@ -59,8 +63,8 @@ class FeatureExtractor(nn.Module):
     The forward hook is registered once, here; ``copy.deepcopy`` rebinds it to the copy (the hook
     is a bound method of this module), so the target network made by deep copy hooks its own layer.
     Token outputs (B, N, D) from ViTs are pooled with ``token_pool``: ``"cls"`` takes the first
-    token, ``"mean"`` averages the patch tokens (prefix tokens excluded). Other outputs are
-    flattened from dim 1.
+    token, ``"mean"`` averages the patch tokens (prefix tokens excluded), ``"flatten"`` keeps them
+    all as one (B, N * D) vector (byol-pytorch 0.9.1's). Other outputs are flattened from dim 1.
     """
 
     def __init__(self, net: nn.Module, hidden_layer: HiddenLayer = -2, token_pool: str = "cls"):
@@ -72,6 +76,7 @@ class FeatureExtractor(nn.Module):
         self.token_pool = token_pool
         self.num_prefix_tokens = _prefix_tokens(net)
         layer = resolve_layer(net, hidden_layer)
+        self.uses_output = layer is None  # the representation is the backbone's own output
         self._captured: list[Tensor] = []
         if layer is not None:
             layer.register_forward_hook(self._capture)
@@ -80,7 +85,7 @@ class FeatureExtractor(nn.Module):
         self._captured.append(output)
 
     def _pool(self, h: Tensor) -> Tensor:
-        if h.dim() == 3:  # (B, N, D) tokens
+        if h.dim() == 3 and self.token_pool != "flatten":  # (B, N, D) tokens
             if self.token_pool == "cls":
                 return h[:, 0]
             return h[:, self.num_prefix_tokens:].mean(dim=1)
@@ -88,9 +93,13 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, D)."""
+        return self.get_representation(x)
+
+    def get_representation(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, D): the pooled output of the hidden layer."""
         self._captured.clear()
         out = self.net(x)
-        if self.hidden_layer is None:
+        if self.uses_output:
             h = out
         elif not self._captured:
             raise RuntimeError(f"hidden layer {self.hidden_layer!r} never ran in the forward pass of "
@@ -101,7 +110,7 @@ class FeatureExtractor(nn.Module):
             h = self._captured[-1]
             self._captured.clear()  # drop the reference so activations are freed with the graph
         if not isinstance(h, Tensor):
-            where = "the backbone" if self.hidden_layer is None else f"layer {self.hidden_layer!r}"
+            where = "the backbone" if self.uses_output else f"layer {self.hidden_layer!r}"
             raise TypeError(f"{where} returned {type(h).__name__}, expected a Tensor; pick a layer "
                             "that outputs a single tensor (e.g. the pooling layer) or wrap the "
                             "backbone so that it returns one")
@@ -115,8 +124,8 @@ class FeatureExtractor(nn.Module):
         the hooked layer (a classifier head) cannot influence the representation;
         DistributedDataParallel must be told to ignore them.
         """
-        if self.hidden_layer is None:
-            return self.forward(sample), {n for n, _ in self.net.named_parameters()}
+        if self.uses_output:
+            return self.get_representation(sample), {n for n, _ in self.net.named_parameters()}
         ran: set[int] = set()
         done = [False]
         layer = resolve_layer(self.net, self.hidden_layer)
@@ -131,7 +140,7 @@ class FeatureExtractor(nn.Module):
         handles = [m.register_forward_pre_hook(pre_hook) for m in self.net.modules()]
         handles.append(layer.register_forward_hook(mark_done))
         try:
-            y = self.forward(sample)
+            y = self.get_representation(sample)
         finally:
             for handle in handles:
                 handle.remove()
@@ -143,3 +152,78 @@ class FeatureExtractor(nn.Module):
         # A parameter shared between a used and an unused module counts as used.
         used_ids = {id(p) for n, p in self.net.named_parameters(remove_duplicate=False) if n in used}
         return y, {n for n, p in self.net.named_parameters() if id(p) in used_ids}
+
+
+class NetWrapper(FeatureExtractor):
+    """A backbone and its projector: ``(projection, representation) = wrapper(x)``.
+
+    BYOL's online network (``learner.online_encoder``) and, as a copy, its target
+    (``learner.target_encoder``), with byol-pytorch 0.9.1's name, arguments and outputs:
+    ``wrapper(x)`` -> ((B, projection_size), (B, D)); ``wrapper(x, return_projection=False)`` ->
+    (B, D). The backbone is ``wrapper.net``, the projector ``wrapper.projector``. Built on its own,
+    the projector is created at the first call, on the representation's device and dtype (as in
+    0.9.1); :class:`~byol_pytorch.BYOL` builds it at construction.
+
+    Args:
+        net: the backbone.
+        projection_size, projection_hidden_size: output and hidden size of the projector.
+        layer: hidden layer, as ``hidden_layer`` of :func:`resolve_layer`.
+        use_simsiam_mlp: the 3-layer :class:`~byol_pytorch.heads.SimSiamMLP` projector.
+        sync_batchnorm: SyncBatchNorm in the projector; None: when a process group of more than one
+            process is initialised when the projector is built (0.9.1's rule).
+        use_simplicial_embeddings, sem_num_simplices, sem_simplex_dim, sem_temperature: put
+            :func:`~byol_pytorch.heads.simplicial_projector`'s embedding before the projector.
+        token_pool: pooling of ViT token outputs, see :class:`FeatureExtractor`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        projection_size: int,
+        projection_hidden_size: int,
+        layer: HiddenLayer = -2,
+        use_simsiam_mlp: bool = False,
+        sync_batchnorm: bool | None = None,
+        use_simplicial_embeddings: bool = False,
+        sem_num_simplices: int = 32,
+        sem_simplex_dim: int = 8,
+        sem_temperature: float = 0.1,
+        *,
+        token_pool: str = "cls",
+    ) -> None:
+        super().__init__(net, layer, token_pool=token_pool)
+        self.projector: nn.Module | None = None
+        self.projection_size = projection_size
+        self.projection_hidden_size = projection_hidden_size
+        self.use_simsiam_mlp = use_simsiam_mlp
+        self.sync_batchnorm = sync_batchnorm
+        self.use_simplicial_embeddings = use_simplicial_embeddings
+        self.sem = dict(num_simplices=sem_num_simplices, simplex_dim=sem_simplex_dim,
+                        temperature=sem_temperature)
+
+    def build_projector(self, dim: int, device: torch.device | str | None = None,
+                        dtype: torch.dtype | None = None) -> nn.Module:
+        """Create ``self.projector`` for ``dim``-wide representations, on ``device`` in ``dtype``.
+        """
+        sync = self.sync_batchnorm
+        if sync is None:
+            sync = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        head = SimSiamMLP if self.use_simsiam_mlp else MLP
+        if self.use_simplicial_embeddings:
+            sem_dim = self.sem["num_simplices"] * self.sem["simplex_dim"]
+            mlp = head(sem_dim, self.projection_hidden_size, self.projection_size, sync)
+            projector = simplicial_projector(dim, mlp, sync_batchnorm=sync, **self.sem)
+        else:
+            projector = head(dim, self.projection_hidden_size, self.projection_size, sync)
+        self.projector = projector.to(device=device, dtype=dtype)
+        return self.projector
+
+    def forward(self, x: Tensor, return_projection: bool = True) -> Tensor | tuple[Tensor, Tensor]:
+        """(B, C, H, W) -> ((B, projection_size), (B, D)), or (B, D) without the projection."""
+        representation = self.get_representation(x)
+        if not return_projection:
+            return representation
+        if self.projector is None:
+            self.build_projector(representation.shape[1], representation.device,
+                                 representation.dtype)
+        return self.projector(representation), representation

@@ -1,11 +1,20 @@
-"""Projector and predictor heads, and the optional simplicial embedding."""
+"""Projector and predictor heads, and the simplicial embedding byol-pytorch 0.9.1 offered."""
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MLP", "SimplicialEmbedding", "SEM"]
+__all__ = ["MLP", "SimSiamMLP", "SEM", "simplicial_projector"]
+
+
+def _check_dims(**dims: int) -> None:
+    for name, value in dims.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _norm(sync_batchnorm: bool) -> type[nn.Module]:
+    return nn.SyncBatchNorm if sync_batchnorm else nn.BatchNorm1d
 
 
 class MLP(nn.Sequential):
@@ -18,45 +27,72 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256,
                  sync_batchnorm: bool = False) -> None:
-        for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"MLP {name} must be a positive int, got {value!r}")
-        norm = nn.SyncBatchNorm if sync_batchnorm else nn.BatchNorm1d
+        _check_dims(in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim)
         super().__init__(
             nn.Linear(in_dim, hidden_dim),
-            norm(hidden_dim),
+            _norm(sync_batchnorm)(hidden_dim),
             nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, out_dim),
         )
 
 
-class SimplicialEmbedding(nn.Module):
-    """Simplicial embedding (Lavoie et al., 2022): softmax over groups of features.
+class SimSiamMLP(nn.Sequential):
+    """SimSiam's 3-layer projector (Chen & He, 2021, Sec. 4): BatchNorm after every layer.
 
-    Linear -> LayerNorm -> reshape (B, L, V) -> softmax(x / temperature) over V -> (B, L * V).
-    Not part of BYOL; offered for byol-pytorch 0.9.1 users who enabled it.
+    (Linear -> BN -> ReLU) x 2 -> Linear -> BN(affine=False), linear layers without bias (BN
+    follows each). The layer indices are those of byol-pytorch 0.9.1's ``SimSiamMLP``, so its
+    ``use_momentum=False`` checkpoints load. Shapes: (B, in_dim) -> (B, out_dim).
     """
 
-    def __init__(self, in_dim: int, num_simplices: int = 32, simplex_dim: int = 8,
-                 temperature: float = 0.1) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256,
+                 sync_batchnorm: bool = False) -> None:
+        _check_dims(in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim)
+        norm = _norm(sync_batchnorm)
+        super().__init__(
+            nn.Linear(in_dim, hidden_dim, bias=False),
+            norm(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim, bias=False),
+            norm(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim, bias=False),
+            norm(out_dim, affine=False),
+        )
+
+
+class SEM(nn.Module):
+    """Simplicial embedding (Lavoie et al., 2022): a softmax over each group of ``dim_simplex``.
+
+    (..., dim) -> (..., dim), every consecutive group of ``dim_simplex`` values summing to 1.
+    No parameters; byol-pytorch 0.9.1's ``SEM(dim, temperature, dim_simplex)``.
+    """
+
+    def __init__(self, dim: int, temperature: float = 0.1, dim_simplex: int = 8) -> None:
         super().__init__()
-        if num_simplices <= 0 or simplex_dim <= 0:
-            raise ValueError(f"num_simplices and simplex_dim must be positive, got "
-                             f"{num_simplices}, {simplex_dim}")
-        if temperature <= 0:
-            raise ValueError(f"sem temperature must be positive, got {temperature}")
-        self.num_simplices, self.simplex_dim, self.temperature = num_simplices, simplex_dim, temperature
-        self.proj = nn.Linear(in_dim, num_simplices * simplex_dim)
-        self.norm = nn.LayerNorm(num_simplices * simplex_dim)
+        _check_dims(dim=dim, dim_simplex=dim_simplex)
+        if dim % dim_simplex:
+            raise ValueError(f"SEM dim {dim} must be divisible by dim_simplex {dim_simplex}")
+        if not temperature > 0:
+            raise ValueError(f"SEM temperature must be positive, got {temperature}")
+        self.dim, self.dim_simplex, self.temperature = dim, dim_simplex, temperature
 
-    @property
-    def out_dim(self) -> int:
-        return self.num_simplices * self.simplex_dim
+    def forward(self, t: Tensor) -> Tensor:
+        groups = t.unflatten(-1, (-1, self.dim_simplex))  # (..., L, V)
+        return (groups / self.temperature).softmax(dim=-1).flatten(-2)
 
-    def forward(self, y: Tensor) -> Tensor:
-        """(B, in_dim) -> (B, L * V), each of the L groups of V values summing to 1."""
-        logits = self.norm(self.proj(y)).unflatten(-1, (self.num_simplices, self.simplex_dim))
-        return F.softmax(logits / self.temperature, dim=-1).flatten(1)
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, temperature={self.temperature}, dim_simplex={self.dim_simplex}"
 
 
-SEM = SimplicialEmbedding  # the name byol-pytorch 0.9.1 exports
+def simplicial_projector(in_dim: int, projector: nn.Module, num_simplices: int = 32,
+                         simplex_dim: int = 8, temperature: float = 0.1,
+                         sync_batchnorm: bool = False) -> nn.Sequential:
+    """``(Linear -> BN) -> SEM -> projector``: 0.9.1's projector with simplicial embeddings.
+
+    Not part of BYOL. The layout (and so the ``state_dict`` keys) is 0.9.1's. ``projector`` takes
+    ``num_simplices * simplex_dim`` inputs. Shapes: (B, in_dim) -> projector's output.
+    """
+    _check_dims(num_simplices=num_simplices, simplex_dim=simplex_dim)
+    sem_dim = num_simplices * simplex_dim
+    embed = nn.Sequential(nn.Linear(in_dim, sem_dim), _norm(sync_batchnorm)(sem_dim))
+    return nn.Sequential(embed, SEM(sem_dim, temperature, simplex_dim), projector)

@@ -105,7 +105,7 @@ class BYOLTrainer(nn.Module):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                if learner.target is not None:
+                if learner.target_encoder is not None:
                     update_moving_average(self.byol)
                 losses.append(loss.item())
                 bar.update(1)

@@ -374,7 +374,7 @@ def parse_hidden_layer(value: str | int | None) -> HiddenLayer:
         return value
 
 
-BACKBONE_PREFIX = "online.encoder.net."
+BACKBONE_PREFIX = "online_encoder.net."
 
 
 def load_pretrained_backbone(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -410,9 +410,10 @@ class EvalEncoder(nn.Module):
     ``BYOL(...)(x, return_embedding=True, return_projection=False)`` computes it.
     """
 
-    def __init__(self, backbone: nn.Module, hidden_layer: HiddenLayer = -2) -> None:
+    def __init__(self, backbone: nn.Module, hidden_layer: HiddenLayer = -2,
+                 token_pool: str = "cls") -> None:
         super().__init__()
-        self.encoder = FeatureExtractor(backbone, hidden_layer)
+        self.encoder = FeatureExtractor(backbone, hidden_layer, token_pool=token_pool)
         mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
         self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", std.view(1, -1, 1, 1), persistent=False)
@@ -507,11 +508,12 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None) -> EvalSetup:
     if args.workers is None:
         args.workers = default_workers(args.dataset, cap=4)
     try:
-        backbone = create_backbone(args.backbone)
+        # Models built for one input size (ViTs) are rebuilt at the pretraining size.
+        backbone = create_backbone(args.backbone, image_size=pre.get("image_size", args.image_size))
         if args.cifar_stem:
             cifar_stem_(backbone)
         backbone.load_state_dict(state)
-        encoder = EvalEncoder(backbone, parse_hidden_layer(args.hidden_layer))
+        encoder = EvalEncoder(backbone, parse_hidden_layer(args.hidden_layer), args.token_pool)
     except (ValueError, RuntimeError) as err:
         raise fail(f"cannot rebuild the backbone {args.backbone!r} from {args.checkpoint}: {err}"
                    ) from None

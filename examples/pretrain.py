@@ -233,7 +233,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 def build_backbone(args: argparse.Namespace) -> nn.Module:
     """The backbone by name; the preset's CIFAR stem is applied to ResNets only unless asked."""
     try:
-        net = create_backbone(args.backbone)
+        net = create_backbone(args.backbone, image_size=args.image_size)
         if args.cifar_stem is None:  # preset default: only where it applies
             resnet_like = isinstance(getattr(net, "conv1", None), nn.Conv2d) and hasattr(
                 net, "maxpool")
@@ -554,7 +554,7 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
     optimizer = build_optimizer(args, learner)
     scaler = torch.amp.GradScaler(run.device.type, enabled=amp_dtype == torch.float16)
     print0(f"model: {args.backbone} ({sum(p.numel() for p in learner.net.parameters()) / 1e6:.1f}M"
-           f" params), representation {learner.online.projector[0].in_features}-d, "
+           f" params), representation {learner.online_encoder.projector[0].in_features}-d, "
            f"optimizer {args.optimizer}")
 
     # ======================= resume =======================

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -67,3 +68,19 @@ def small_byol_kwargs(**overrides):
     kwargs = dict(image_size=16, projection_size=8, projection_hidden_size=16)
     kwargs.update(overrides)
     return kwargs
+
+
+@pytest.fixture(scope="session")
+def peer_runs(tmp_path_factory) -> dict:
+    """What tests/peer/run_0_9_1.py produces in byol-pytorch 0.9.1's own interpreter
+    (``BYOL_PEER_PYTHON``); the test skips without one."""
+    python = os.environ.get("BYOL_PEER_PYTHON")
+    if not python:
+        pytest.skip("BYOL_PEER_PYTHON (an interpreter with byol-pytorch 0.9.1) is not set")
+    out = tmp_path_factory.mktemp("peer") / "runs.pt"
+    script = REPO_ROOT / "tests" / "peer" / "run_0_9_1.py"
+    # -I and another cwd: this repository's byol_pytorch must not shadow the peer's
+    proc = subprocess.run([python, "-I", str(script), str(out)], cwd=out.parent,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return torch.load(out)

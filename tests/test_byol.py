@@ -13,7 +13,7 @@ from test_features import BACKBONES
 from torch import nn
 
 from byol_pytorch import BYOL, update_moving_average
-from byol_pytorch.heads import SimplicialEmbedding
+from byol_pytorch.heads import SEM, SimSiamMLP
 from byol_pytorch.schedules import cosine_tau
 
 
@@ -31,19 +31,20 @@ def train_step(learner, opt, x):
 
 
 # --------------------------------------------------------------------------- construction
-def test_parameters_complete_after_init_and_exclude_target():
+def test_parameters_complete_after_init_and_target_frozen():
     learner = make_learner()
     names = {n for n, _ in learner.named_parameters()}
-    assert any(n.startswith("online.projector.") for n in names)
-    assert any(n.startswith("predictor.") for n in names)
-    assert not any(n.startswith("target.") for n in names)
-    n_target = sum(p.numel() for p in learner.target.parameters())
-    n_online = sum(p.numel() for p in learner.online.parameters())
-    assert n_target == n_online > 0
-    assert sum(p.numel() for p in learner.parameters()) == n_online + sum(
-        p.numel() for p in learner.predictor.parameters())
+    assert any(n.startswith("online_encoder.projector.") for n in names)
+    assert any(n.startswith("online_predictor.") for n in names)
+    # the target is listed (as in byol-pytorch 0.9.1, and for any module containing the learner)
+    # but frozen, so optimizers never update it
+    target = dict(learner.target_encoder.named_parameters())
+    assert target and not any(p.requires_grad for p in target.values())
+    trainable = sum(p.numel() for p in learner.parameters() if p.requires_grad)
+    assert trainable == sum(p.numel() for p in learner.online_encoder.parameters()) + sum(
+        p.numel() for p in learner.online_predictor.parameters())
     # the projector's input size was inferred: 8 channels of TinyNet's pool output
-    assert learner.online.projector[0].in_features == 8
+    assert learner.online_encoder.projector[0].in_features == 8
 
 
 def test_dry_run_leaves_bn_stats_and_modes_untouched():
@@ -62,25 +63,26 @@ def test_dry_run_leaves_bn_stats_and_modes_untouched():
 
 def test_state_dict_has_backbone_once_and_target():
     learner = make_learner()
-    keys = list(learner.state_dict())
-    assert sum(k.endswith("conv.weight") for k in keys) == 2  # online + target, no duplicate alias
-    assert not any(k.startswith("net.") for k in keys)
-    assert any(k.startswith("target.") for k in keys)
+    state = learner.state_dict()
+    assert sum(k.endswith("conv.weight") for k in state) == 2  # online + target, no duplicate alias
+    assert not any(k.startswith("net.") for k in state)
+    assert any(k.startswith("target_encoder.") for k in state)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
 
 
 def test_sync_batchnorm_conversion_covers_heads_and_target():
     learner = nn.SyncBatchNorm.convert_sync_batchnorm(make_learner(net=torchvision.models.resnet18()))
-    for part in (learner.online, learner.predictor, learner.target):
+    for part in (learner.online_encoder, learner.online_predictor, learner.target_encoder):
         kinds = {type(m) for m in part.modules()}
         assert nn.SyncBatchNorm in kinds and nn.BatchNorm1d not in kinds
-    assert isinstance(make_learner(sync_batchnorm=True).predictor[1], nn.SyncBatchNorm)
-    assert type(make_learner(sync_batchnorm=False).predictor[1]) is nn.BatchNorm1d
+    assert isinstance(make_learner(sync_batchnorm=True).online_predictor[1], nn.SyncBatchNorm)
+    assert type(make_learner(sync_batchnorm=False).online_predictor[1]) is nn.BatchNorm1d
 
 
 def test_unused_classifier_is_ignored_for_ddp():
     learner = make_learner()
-    assert learner._ddp_params_and_buffers_to_ignore == ["online.encoder.net.fc.bias",
-                                                         "online.encoder.net.fc.weight"]
+    assert learner._ddp_params_and_buffers_to_ignore == ["online_encoder.net.fc.bias",
+                                                         "online_encoder.net.fc.weight"]
     assert make_learner(hidden_layer=None)._ddp_params_and_buffers_to_ignore == []
 
 
@@ -109,7 +111,7 @@ def test_one_line_wrap_trains_every_backbone_family(name):
     net = make()
     learner = BYOL(net, image_size=size, hidden_layer=layer, projection_size=16,
                    projection_hidden_size=32)
-    assert learner.online.projector[0].in_features == dim
+    assert learner.online_encoder.projector[0].in_features == dim
     opt = torch.optim.SGD(learner.parameters(), lr=0.01)
     loss = train_step(learner, opt, torch.rand(2, 3, size + 8, size + 8))
     assert 0 <= loss <= 8
@@ -125,18 +127,18 @@ def test_training_step_updates_online_not_target_until_ema(images):
     loss = learner(images)
     assert loss.dim() == 0 and loss.dtype == torch.float32 and 0 <= loss.item() <= 8
     loss.backward()
-    assert all(p.grad is None for p in learner.target.parameters())
-    assert learner.predictor[0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in learner.target_encoder.parameters())
+    assert learner.online_predictor[0].weight.grad.abs().sum() > 0
     assert learner.net.conv.weight.grad.abs().sum() > 0
     assert learner.net.fc.weight.grad is None  # the classifier is not part of the representation
-    target_before = [p.clone() for p in learner.target.parameters()]
-    online_before = [p.clone() for p in learner.online.parameters()]
+    target_before = [p.clone() for p in learner.target_encoder.parameters()]
+    online_before = [p.clone() for p in learner.online_encoder.parameters()]
     opt.step()
-    assert all(torch.equal(a, b) for a, b in zip(target_before, learner.target.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(target_before, learner.target_encoder.parameters()))
     learner.update_moving_average()
     tau = 0.996
-    for t0, o0, o1, t1 in zip(target_before, online_before, learner.online.parameters(),
-                              learner.target.parameters()):
+    for t0, o0, o1, t1 in zip(target_before, online_before, learner.online_encoder.parameters(),
+                              learner.target_encoder.parameters()):
         # target started as a copy of the online weights (o0), then one EMA step towards o1
         assert torch.allclose(t0, o0)
         assert torch.allclose(t1, tau * o0 + (1 - tau) * o1, atol=1e-6)
@@ -155,11 +157,11 @@ def test_user_views_are_used_as_given():
     learner = make_learner()
     v1, v2 = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
     learner.eval()  # deterministic BN
-    a = learner(v1, v2)
-    b = learner(v2, v1)
+    a = learner(v1, x2=v2)
+    b = learner(v2, x2=v1)
     assert torch.allclose(a, b, atol=1e-6)  # the loss is symmetric in the two views
     with pytest.raises(ValueError, match="same batch size"):
-        learner(v1, v2[:2])
+        learner(v1, x2=v2[:2])
 
 
 def test_custom_augment_fns_receive_batches():
@@ -178,21 +180,28 @@ def test_custom_augment_fns_receive_batches():
 
 def test_simsiam_variant():
     learner = make_learner(use_momentum=False)
-    assert learner.target is None
+    assert learner.target_encoder is None
+    projector = learner.online_encoder.projector  # SimSiam's: 3 linear layers, BN after each
+    assert isinstance(projector, SimSiamMLP)
+    assert [type(m).__name__ for m in projector] == [
+        "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d"]
+    assert not projector[7].affine and all(projector[i].bias is None for i in (0, 3, 6))
     loss = learner(torch.rand(4, 3, 16, 16))
     loss.backward()
-    assert learner.predictor[0].weight.grad is not None
+    assert learner.online_predictor[0].weight.grad is not None
     with pytest.raises(RuntimeError, match="use_momentum=True"):
         learner.update_moving_average()
 
 
 def test_simplicial_embeddings_when_enabled(images):
     learner = make_learner(use_simplicial_embeddings=True, sem_num_simplices=4, sem_simplex_dim=3)
-    assert isinstance(learner.online.projector[0], SimplicialEmbedding)
-    assert learner.online.projector[1][0].in_features == 12
+    embed, sem, mlp = learner.online_encoder.projector  # byol-pytorch 0.9.1's layout
+    assert embed[0].out_features == 12 and isinstance(sem, SEM) and mlp[0].in_features == 12
+    groups = sem(embed(torch.randn(4, 8))).view(4, 4, 3)
+    assert torch.allclose(groups.sum(-1), torch.ones(4, 4)) and (groups > 0).all()
     learner(images).backward()
-    assert learner.online.projector[0].proj.weight.grad.abs().sum() > 0
-    assert not any(isinstance(m, SimplicialEmbedding) for m in make_learner().modules())
+    assert embed[0].weight.grad.abs().sum() > 0
+    assert not any(isinstance(m, SEM) for m in make_learner().modules())
 
 
 # --------------------------------------------------------------------------- tau schedule / state
@@ -222,7 +231,7 @@ def test_state_dict_round_trip_restores_weights_and_schedule(images):
             assert torch.equal(a, b), k
     learner.eval(), fresh.eval()
     v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
-    assert torch.equal(learner(v1, v2), fresh(v1, v2))
+    assert torch.equal(learner(v1, x2=v2), fresh(v1, x2=v2))
 
 
 def test_reset_moving_average_copies_online():
@@ -230,7 +239,7 @@ def test_reset_moving_average_copies_online():
     with torch.no_grad():
         learner.net.conv.weight.add_(1.0)
     learner.reset_moving_average()
-    assert torch.equal(learner.target.encoder.net.conv.weight, learner.net.conv.weight)
+    assert torch.equal(learner.target_encoder.net.conv.weight, learner.net.conv.weight)
     assert learner.step == 0
 
 
@@ -240,12 +249,12 @@ def test_target_follows_backbone_weights_loaded_after_construction(images):
     pretrained = TinyNet()
     net.load_state_dict(pretrained.state_dict())  # e.g. resuming from a backbone checkpoint
     learner(images)
-    assert torch.equal(learner.target.encoder.net.conv.weight, pretrained.conv.weight)
+    assert torch.equal(learner.target_encoder.net.conv.weight, pretrained.conv.weight)
 
 
 def test_to_moves_target_and_helper_unwraps():
     learner = make_learner().to(torch.float64)
-    assert learner.target.encoder.net.conv.weight.dtype == torch.float64
+    assert learner.target_encoder.net.conv.weight.dtype == torch.float64
     wrapped = torch.compile(learner, backend="eager")
     update_moving_average(wrapped)
     assert learner.step == 1
@@ -269,7 +278,7 @@ def test_return_embedding_shapes_and_compat(images):
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     y = learner(images, return_embedding=True, return_projection=False)
-    assert torch.allclose(y, learner.online.encoder((images - mean) / std), atol=1e-6)
+    assert torch.allclose(y, learner.online_encoder.get_representation((images - mean) / std), atol=1e-6)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -278,7 +287,7 @@ def test_return_embedding_shapes_and_compat(images):
     [
         (torch.rand(3, 16, 16), ValueError, r"\(B, C, H, W\).*unsqueeze"),
         (torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8), TypeError, "x.float\\(\\) / 255"),
-        (torch.rand(4, 1, 16, 16), ValueError, "1 channels, expected 3"),
+        (torch.rand(4, 1, 16, 16), ValueError, r"1 channels but the backbone takes 3.*expand"),
         (torch.rand(1, 3, 16, 16), ValueError, "batch of 1"),
         ([[0.0]], TypeError, "must be a torch.Tensor"),
     ],
@@ -316,7 +325,7 @@ def test_autocast(images, dtype):
         loss = learner(images)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
-    assert torch.isfinite(learner.predictor[0].weight.grad).all()
+    assert torch.isfinite(learner.online_predictor[0].weight.grad).all()
 
 
 def test_channels_last():
@@ -341,7 +350,7 @@ def _same_weights_learners(*modes, **overrides):
 def test_stacked_views_equal_separate_passes(use_momentum):
     separate, stacked = _same_weights_learners("separate", "stacked", use_momentum=use_momentum)
     v1, v2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
-    losses = [learner(v1, v2) for learner in (separate, stacked)]
+    losses = [learner(v1, x2=v2) for learner in (separate, stacked)]
     assert torch.allclose(losses[0], losses[1], atol=1e-6)
     for loss in losses:
         loss.backward()
@@ -358,10 +367,10 @@ def test_stacked_views_equal_separate_passes(use_momentum):
 def test_joint_views_differ_only_by_batchnorm_statistics():
     v1, v2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
     separate, joint = _same_weights_learners("separate", "joint")
-    assert not torch.allclose(separate(v1, v2), joint(v1, v2), atol=1e-3)
+    assert not torch.allclose(separate(v1, x2=v2), joint(v1, x2=v2), atol=1e-3)
     separate, joint = _same_weights_learners("separate", "joint")
     separate.eval(), joint.eval()  # running statistics: the batch composition no longer matters
-    assert torch.allclose(separate(v1, v2), joint(v1, v2), atol=1e-5)
+    assert torch.allclose(separate(v1, x2=v2), joint(v1, x2=v2), atol=1e-5)
 
 
 def test_view_batching_auto_and_fallbacks():
@@ -369,7 +378,7 @@ def test_view_batching_auto_and_fallbacks():
     v = torch.rand(4, 3, 16, 16)
     assert learner.view_batching == "auto" and learner._batching(v, v) == "stacked"  # CPU
     assert learner._batching(v, torch.rand(4, 3, 12, 12)) == "separate"  # different view sizes
-    assert torch.isfinite(learner(v, torch.rand(4, 3, 12, 12)))
+    assert torch.isfinite(learner(v, x2=torch.rand(4, 3, 12, 12)))
     with pytest.raises(ValueError, match="view_batching must be one of"):
         make_learner(view_batching="concat")
 
@@ -378,8 +387,8 @@ def test_torch_compile_matches_eager():
     learner = make_learner()
     compiled = torch.compile(learner)
     v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
-    eager_loss = learner(v1, v2)
-    compiled_loss = compiled(v1, v2)
+    eager_loss = learner(v1, x2=v2)
+    compiled_loss = compiled(v1, x2=v2)
     assert torch.allclose(eager_loss, compiled_loss, atol=1e-5)
     compiled_loss.backward()
     assert learner.net.conv.weight.grad is not None
@@ -400,8 +409,8 @@ def test_embedding_uses_custom_byolaugment_normalisation(images):
     aug = BYOLAugment(16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     learner = make_learner(augment_fn=aug).eval()
     y = learner(images, return_embedding=True, return_projection=False)
-    assert torch.allclose(y, learner.online.encoder((images - 0.5) / 0.25), atol=1e-6)
+    assert torch.allclose(y, learner.online_encoder.get_representation((images - 0.5) / 0.25), atol=1e-6)
     plain = make_learner(augment_fn=lambda x: x).eval()  # unknown callable: input used as given
     plain.load_state_dict(learner.state_dict())
     assert torch.allclose(plain(images, return_embedding=True, return_projection=False),
-                          plain.online.encoder(images), atol=1e-6)
+                          plain.online_encoder.get_representation(images), atol=1e-6)

@@ -35,7 +35,7 @@ def _worker(rank: int, port: int, sync_bn: bool, result_dir: str) -> None:
     if sync_bn:
         learner = nn.SyncBatchNorm.convert_sync_batchnorm(learner)
     model = DDP(learner)  # plain DDP: the unused classifier must not break the reducer
-    target_start = [p.clone() for p in learner.target.parameters()]
+    target_start = [p.clone() for p in learner.target_encoder.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for _ in range(STEPS):
         images = torch.rand(4, 3, 32, 32)  # different data on each rank
@@ -45,15 +45,15 @@ def _worker(rank: int, port: int, sync_bn: bool, result_dir: str) -> None:
         opt.step()
         update_moving_average(model)
     ignored = set(learner._ddp_params_and_buffers_to_ignore)
-    assert ignored == {"online.encoder.net.fc.weight", "online.encoder.net.fc.bias"}
+    assert ignored == {"online_encoder.net.fc.weight", "online_encoder.net.fc.bias"}
     # The classifier after the hooked layer is outside the representation: DDP ignores it and it
     # is never trained (it keeps each rank's initial values); every other weight must agree.
-    trained = [p for n, p in learner.named_parameters() if n not in ignored]
+    trained = [p for n, p in learner.named_parameters() if n not in ignored and p.requires_grad]
     assert all(p.grad is not None for p in trained)
     online = torch.cat([p.detach().flatten() for p in trained])
-    target = torch.cat([p.detach().flatten() for n, p in learner.target.named_parameters()
-                        if f"online.{n}" not in ignored])
-    moved = max((a - b).abs().max().item() for a, b in zip(target_start, learner.target.parameters()))
+    target = torch.cat([p.detach().flatten() for n, p in learner.target_encoder.named_parameters()
+                        if f"online_encoder.{n}" not in ignored])
+    moved = max((a - b).abs().max().item() for a, b in zip(target_start, learner.target_encoder.parameters()))
     torch.save({"online": online, "target": target, "moved": moved, "step": learner.step},
                os.path.join(result_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()

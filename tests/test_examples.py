@@ -117,7 +117,7 @@ def test_pretrain_folder_writes_checkpoint_logs_and_backbone(folder_run):
     assert {"model", "optimizer", "scaler", "epoch", "step", "rng", "args"} <= set(ckpt)
     assert ckpt["step"] == 6 and ckpt["epoch"] == 2
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["model"])
-    assert any(k.startswith("target.") for k in ckpt["model"])  # the target network is saved
+    assert any(k.startswith("target_encoder.") for k in ckpt["model"])  # the target is saved
 
 
 @pytest.mark.slow
@@ -132,7 +132,7 @@ def test_bare_backbone_loads_into_fresh_torchvision_model(folder_run):
         model = cifar_stem_(torchvision.models.resnet18())
         model.load_state_dict(state)  # strict: same keys, no prefixes
         for key, value in model.state_dict().items():
-            assert torch.equal(value, ckpt["model"][f"online.encoder.net.{key}"]), key
+            assert torch.equal(value, ckpt["model"][f"online_encoder.net.{key}"]), key
 
 
 @pytest.mark.slow
@@ -218,6 +218,23 @@ def test_resume_continues_the_same_run(npz_file, tmp_path):
     for key, value in a["model"].items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, b["model"][key]), key
+
+
+@pytest.mark.slow
+def test_timm_vit_at_another_size_pretrains_and_evaluates(npz_file, tmp_path):
+    """A ViT built for 224 px trains at --image-size 32 (built with img_size=32) and the eval
+    scripts rebuild it at that size from the checkpoint's arguments."""
+    out = tmp_path / "vit"
+    run_script("pretrain.py", "--dataset", "npz", "--data-path", npz_file,
+               "--backbone", "timm:vit_tiny_patch16_224", *TINY, "--image-size", "32",
+               "--token-pool", "mean", "--epochs", "1", "--max-steps", "2", "--workers", "0",
+               "--output-dir", out)
+    assert len(read_jsonl(out / "log_steps.jsonl")) == 2
+    knn_out = tmp_path / "knn.json"
+    run_script("knn_eval.py", "--checkpoint", out / "checkpoint.pt", "--k", "3", "--workers", "0",
+               "--output", knn_out)
+    result = json.loads(knn_out.read_text())
+    assert result["feature_dim"] == 192 and result["image_size"] == 32
 
 
 # ----------------------------------------------------------------------------- CLI checks

@@ -10,6 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
+from byol_pytorch import create_backbone
 from byol_pytorch.features import FeatureExtractor, resolve_layer
 
 
@@ -18,6 +19,7 @@ def test_resolve_by_name_index_and_none(tiny_net):
     assert resolve_layer(tiny_net, -2) is tiny_net.pool
     assert resolve_layer(tiny_net, 0) is tiny_net.conv
     assert resolve_layer(tiny_net, None) is None
+    assert resolve_layer(tiny_net, -1) is None  # the output, as byol-pytorch 0.9.1 (not fc)
 
 
 def test_unknown_name_lists_close_matches(tiny_net):
@@ -40,6 +42,7 @@ def test_extractor_matches_manual_forward(tiny_net):
     expected = tiny_net.pool(tiny_net.relu(tiny_net.bn(tiny_net.conv(x)))).flatten(1)
     assert torch.allclose(FeatureExtractor(tiny_net, "pool")(x), expected)
     assert torch.allclose(FeatureExtractor(tiny_net, None)(x), tiny_net(x))
+    assert torch.allclose(FeatureExtractor(tiny_net, -1)(x), tiny_net(x))
 
 
 def test_hook_survives_deepcopy_and_hooks_the_copy(tiny_net):
@@ -95,10 +98,12 @@ def test_token_pooling_cls_and_mean():
     x = torch.rand(2, 3, 32, 32)
     cls = FeatureExtractor(vit, "encoder", token_pool="cls")(x)
     mean = FeatureExtractor(vit, "encoder", token_pool="mean")(x)
+    flat = FeatureExtractor(vit, "encoder", token_pool="flatten")(x)
     t = tokens["t"]
     assert t.shape == (2, 5, 768)
     assert torch.allclose(cls, t[:, 0])
     assert torch.allclose(mean, t[:, 1:].mean(1))  # the class token is excluded
+    assert torch.equal(flat, t.flatten(1))  # byol-pytorch 0.9.1's: every token
     with pytest.raises(ValueError, match="token_pool"):
         FeatureExtractor(vit, "encoder", token_pool="max")
 
@@ -132,3 +137,16 @@ def test_backbone_families(name):
         y = extractor(torch.rand(2, 3, size, size))
     assert y.shape == (2, dim)
     assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name, fixed_size", [("timm:vit_tiny_patch16_224", True),
+                                              ("vit_b_16", True), ("resnet18", False),
+                                              ("timm:resnet18", False)])
+def test_create_backbone_builds_fixed_size_models_at_image_size(name, fixed_size):
+    net = create_backbone(name, image_size=48).eval()
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 48, 48))
+    assert torch.isfinite(out).all()
+    if fixed_size:  # built for 48 px: its default 224 px no longer fits
+        with pytest.raises((AssertionError, RuntimeError)):
+            net(torch.rand(1, 3, 224, 224))

@@ -1,4 +1,4 @@
-"""Projector/predictor MLPs and the simplicial embedding."""
+"""Projector/predictor MLPs, SimSiam's projector and the simplicial embedding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from byol_pytorch.heads import MLP, SEM, SimplicialEmbedding
+from byol_pytorch.heads import MLP, SEM, SimSiamMLP, simplicial_projector
 
 
 def test_mlp_layout_and_paper_sizes():
@@ -23,22 +23,38 @@ def test_mlp_sync_batchnorm_and_validation():
         MLP(4, 0, 2)
 
 
-def test_simplicial_embedding_rows_sum_to_one_per_simplex():
-    sem = SimplicialEmbedding(10, num_simplices=4, simplex_dim=3, temperature=0.5)
-    out = sem(torch.randn(5, 10))
-    assert out.shape == (5, 12) and sem.out_dim == 12
-    sums = out.view(5, 4, 3).sum(-1)
-    assert torch.allclose(sums, torch.ones(5, 4), atol=1e-6)
-    assert (out >= 0).all()
-    assert SEM is SimplicialEmbedding
+def test_simsiam_mlp_standardises_its_output():
+    """SimSiam's projector ends in a BN without affine: in train mode each output unit has batch
+    mean 0 and variance 1, whatever the input scale."""
+    mlp = SimSiamMLP(6, 16, 5)
+    assert (mlp[0].in_features, mlp[3].in_features, mlp[6].out_features) == (6, 16, 5)
+    out = mlp(100 * torch.randn(32, 6) + 7)
+    assert torch.allclose(out.mean(0), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(out.var(0, unbiased=False), torch.ones(5), atol=1e-3)
+    assert sum(p.numel() for p in mlp[7].parameters()) == 0
 
 
-def test_simplicial_embedding_temperature_sharpens():
-    torch.manual_seed(0)
-    x = torch.randn(64, 10)
-    sharp = SimplicialEmbedding(10, 4, 8, temperature=0.01)
-    soft = SimplicialEmbedding(10, 4, 8, temperature=10.0)
-    soft.load_state_dict(sharp.state_dict())
-    assert sharp(x).view(64, 4, 8).max(-1).values.mean() > soft(x).view(64, 4, 8).max(-1).values.mean()
+def test_sem_is_a_softmax_per_group():
+    sem = SEM(12, temperature=0.5, dim_simplex=3)
+    x = torch.randn(5, 12)
+    expected = torch.softmax(x.view(5, 4, 3) / 0.5, dim=-1).view(5, 12)
+    assert torch.allclose(sem(x), expected, atol=1e-6)
+    assert not list(sem.parameters())
+    with pytest.raises(ValueError, match="divisible by dim_simplex"):
+        SEM(10, dim_simplex=3)
     with pytest.raises(ValueError, match="temperature must be positive"):
-        SimplicialEmbedding(10, temperature=0.0)
+        SEM(16, temperature=0.0)
+
+
+def test_sem_temperature_sharpens():
+    x = torch.randn(64, 32)
+    sharp, soft = SEM(32, temperature=0.01), SEM(32, temperature=10.0)
+    assert sharp(x).view(64, 4, 8).max(-1).values.mean() > soft(x).view(64, 4, 8).max(-1).values.mean()
+
+
+def test_simplicial_projector_layout():
+    head = simplicial_projector(10, MLP(12, 8, 4), num_simplices=4, simplex_dim=3)
+    embed, sem, mlp = head
+    assert (embed[0].in_features, embed[0].out_features) == (10, 12)
+    assert isinstance(embed[1], nn.BatchNorm1d) and sem.dim_simplex == 3
+    assert head(torch.randn(6, 10)).shape == (6, 4)
