@@ -308,6 +308,56 @@ def test_netwrapper_built_directly_for_feature_extraction():
     assert encoder.projector[0].in_features == 8
 
 
+def test_custom_learner_assembled_from_0_9_1_pieces():
+    """Projects that adapt BYOL (other inputs, other views) rebuild the learner from 0.9.1's
+    pieces: ``NetWrapper`` (projector created by a dry-run forward), ``MLP``, ``EMA``,
+    ``singleton`` for the target, ``loss_fn`` and the 3-argument ``update_moving_average``."""
+    import copy
+
+    from byol_pytorch.byol_pytorch import (EMA, MLP, NetWrapper, get_module_device, loss_fn,
+                                           set_requires_grad, singleton, update_moving_average)
+
+    class FlipBYOL(nn.Module):
+        def __init__(self, net, image_size, hidden_layer=-2, projection_size=16,
+                     projection_hidden_size=32, moving_average_decay=0.9):
+            super().__init__()
+            self.online_encoder = NetWrapper(net, projection_size, projection_hidden_size,
+                                             layer=hidden_layer)
+            self.target_encoder = None
+            self.target_ema_updater = EMA(moving_average_decay)
+            self.online_predictor = MLP(projection_size, projection_size, projection_hidden_size)
+            device = get_module_device(net)
+            self.to(device)
+            self.forward(torch.randn(2, 3, image_size, image_size, device=device))
+
+        @singleton("target_encoder")
+        def _get_target_encoder(self):
+            target_encoder = copy.deepcopy(self.online_encoder)
+            set_requires_grad(target_encoder, False)
+            return target_encoder
+
+        def update_moving_average(self):
+            update_moving_average(self.target_ema_updater, self.target_encoder,
+                                  self.online_encoder)
+
+        def forward(self, x):
+            one, two = x, x.flip(-1)
+            online_one, online_two = self.online_encoder(one)[0], self.online_encoder(two)[0]
+            pred_one, pred_two = self.online_predictor(online_one), self.online_predictor(online_two)
+            with torch.no_grad():
+                target_encoder = self._get_target_encoder()
+                target_one, target_two = target_encoder(one)[0], target_encoder(two)[0]
+            return (loss_fn(pred_one, target_two) + loss_fn(pred_two, target_one)).mean()
+
+    learner = FlipBYOL(TinyNet(), image_size=16)
+    assert learner.online_encoder.projector[0].in_features == 8  # built by the dry run
+    before = learner.target_encoder.net.conv.weight.clone()
+    assert_falls(run_loop(learner, torch.rand(8, 3, 16, 16), steps=9))
+    after, online = learner.target_encoder.net.conv.weight, learner.online_encoder.net.conv.weight
+    # the target moved a tenth of the way each step: towards the online weights, not onto them
+    assert 0 < (after - online).abs().max() < (before - online).abs().max()
+
+
 def test_lightning_module_with_ema_in_on_before_zero_grad(tmp_path):
     """0.9.1's Lightning example: the learner inside a LightningModule, ``self.parameters()`` to
     Adam, the EMA update in ``on_before_zero_grad``; then reload its checkpoint."""
