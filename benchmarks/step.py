@@ -86,10 +86,9 @@ def worker_main(args: argparse.Namespace) -> None:
     inside = where.startswith(root + os.sep)
     if inside != (args.worker == "ours"):
         raise SystemExit(f"worker {args.worker} imported byol_pytorch from {where}: wrong library")
-    try:
-        version = importlib.metadata.version("byol-pytorch")
-    except importlib.metadata.PackageNotFoundError:
-        version = "?"
+    # ours is the distribution byol-torch (it has __version__); the peer's is byol-pytorch
+    version = getattr(byol_pytorch, "__version__", None) or importlib.metadata.version(
+        "byol-pytorch")
 
     if args.threads:
         torch.set_num_threads(args.threads)
