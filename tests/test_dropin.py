@@ -703,3 +703,21 @@ def _adam_steps(learner: BYOL, run: dict) -> list[float]:
             learner.update_moving_average()
         losses.append(loss.item())
     return losses
+
+
+# =========================================================================== our README
+def test_readme_use_snippet_runs_without_warnings(tmp_path, monkeypatch):
+    """The README's "Use" code, shrunk (ResNet-18 at 32 px): it runs, warns about nothing (the
+    embeddings are taken in eval mode) and gives the shapes its comments state."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("## Use", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    small = (code.replace("resnet50()", "resnet18()").replace("image_size=224", "image_size=32")
+             .replace("256, 256", "40, 40"))
+    assert small.count("resnet18") == 1 and "40, 40" in small  # the shrinking applied
+    monkeypatch.chdir(tmp_path)  # it saves improved.pt
+    scope: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(small, "README.md", "exec"), scope)
+    assert scope["projection"].shape == (16, 256) and scope["embedding"].shape == (16, 512)
+    assert scope["learner"].training and (tmp_path / "improved.pt").is_file()
