@@ -75,7 +75,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     # The recipe's small-data preset (examples/pretrain.py --preset small): its augmentations
     # and its tau; the optimizer is the benchmark's, shared by every model.
     "ours": ("ours", dict(augment_preset="small", moving_average_decay=0.99),
-             "the recipe's small preset: augment_preset='small' (crop scale >= 0.2, no blur), "
+             "the recipe's small preset: augment_preset='small' (crop scale >= 0.08, no blur), "
              "tau 0.99 -> 1 (cosine over the run), per-view BatchNorm statistics"),
     "ours-tau0.996": ("ours", dict(augment_preset="small"),
                       "as ours but tau 0.996 -> 1 (the ImageNet preset's tau)"),
@@ -86,7 +86,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
                                  cosine_tau=False),
                     "as ours but constant tau = 0.9"),
     "ours-imagenet": ("ours", dict(augment_preset="imagenet"),
-                      "as ours but augment_preset='imagenet' (crop scale >= 0.08, blur)"),
+                      "as ours but augment_preset='imagenet' (official BYOL colour jitter, blur)"),
     "ours-joint": ("ours", dict(augment_preset="small", view_batching="joint"),
                    "as ours but view_batching='joint' (BatchNorm statistics over both views, as "
                    "the peer does)"),

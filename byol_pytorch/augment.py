@@ -7,6 +7,19 @@ contrast 0.4, saturation 0.2, hue 0.1, the four adjustments in a random order, p
 to [0, 1] -> ImageNet normalisation. The two views differ only in blur and solarisation
 probabilities (Table 6), see :func:`default_views`.
 
+Two definitions of the colour jitter are available (``BYOLAugment(jitter_style=...)``):
+
+* ``"byol"``: DeepMind's official BYOL code (deepmind-research ``byol/utils/augmentations.py``,
+  TF's image ops): brightness ADDS a delta in [-0.4, 0.4]; contrast scales each channel around
+  ITS OWN mean; saturation scales HSV saturation (clipped to [0, 1]); hue rotates the HSV hue.
+  Each op clips to [0, 1]. This is about twice as strong as torchvision's definitions with the
+  same numbers; :func:`default_views` uses it for the paper's ImageNet views.
+* ``"torchvision"``: torchvision's ``ColorJitter`` (multiplicative brightness, blends with the
+  grayscale image or its mean), as in solo-learn's CIFAR recipe (``preset="small"``).
+
+The Gaussian blur follows the official code too: zero ("SAME") padding and a kernel of
+``2 * int(S / 10 / 2) + 1`` taps for output side S.
+
 :class:`BYOLAugment` has two backends:
 
 * ``"torch"`` (default): every op written here in plain torch, vectorised over the batch with no
@@ -15,16 +28,20 @@ probabilities (Table 6), see :func:`default_views`.
   as one grouped convolution. Deterministic given a :class:`torch.Generator`.
 * ``"kornia"``: the same pipeline from ``kornia.augmentation`` ops, kept as the reference. Kornia
   draws ONE colour-jitter order per call for the whole batch; the torch backend draws it per image.
+  Kornia's colour ops cannot express the ``"byol"`` jitter (no per-channel-mean contrast), so
+  this backend needs ``jitter_style="torchvision"``.
 
-The standalone helpers (:func:`adjust_brightness`, :func:`adjust_hue`,
-:func:`gaussian_blur_per_image`, ...) take one factor per image and follow torchvision's
-definitions, so each can be checked against ``torchvision.transforms.v2.functional``.
+The standalone helpers take one factor per image. :func:`adjust_brightness`,
+:func:`adjust_contrast`, :func:`adjust_saturation` follow torchvision's definitions (checked
+against ``torchvision.transforms.v2.functional``); :func:`adjust_brightness_byol`,
+:func:`adjust_contrast_byol`, :func:`adjust_saturation_byol` follow the official BYOL code;
+:func:`adjust_hue` is the exact HSV hue rotation, the same in both.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -42,6 +59,10 @@ __all__ = [
     "adjust_contrast",
     "adjust_saturation",
     "adjust_hue",
+    "adjust_brightness_byol",
+    "adjust_contrast_byol",
+    "adjust_saturation_byol",
+    "JITTER_STYLES",
     "gaussian_kernels_1d",
     "gaussian_blur_per_image",
     "solarize",
@@ -54,13 +75,15 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# ITU-R 601-2 luma, the weights torchvision and PIL use for grayscale.
+# ITU-R 601-2 luma, the weights torchvision, PIL and the official BYOL code use for grayscale.
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 # Index of each colour-jitter op in ``params["jitter_order"]``.
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
 _PARAM_KEYS = frozenset({"crop", "flip", "jitter", "brightness", "contrast", "saturation", "hue",
                          "jitter_order", "jitter_pos", "grayscale", "blur", "sigma", "solarize"})
 _CROP_TRIES = 10  # torchvision's RandomResizedCrop tries 10 boxes before falling back
+# Colour-jitter definitions, see the module docstring.
+JITTER_STYLES = ("byol", "torchvision")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,14 +187,84 @@ def adjust_hue(x: Tensor, factor: Tensor | float) -> Tensor:
     return k.mul_(chroma.unsqueeze(1)).neg_().add_(maxc.unsqueeze(1))
 
 
+def adjust_brightness_byol(x: Tensor, delta: Tensor | float) -> Tensor:
+    """Add ``delta`` to every pixel of each image and clip to [0, 1] (official BYOL / TF).
+
+    Args:
+        x: (B, C, H, W) images in [0, 1].
+        delta: (B,) per-image offsets (0 leaves the image unchanged).
+
+    Returns:
+        (B, C, H, W) adjusted images.
+    """
+    return (x + _per_image(delta, x)).clamp_(0.0, 1.0)
+
+
+def adjust_contrast_byol(x: Tensor, factor: Tensor | float) -> Tensor:
+    """``factor * (c - mean(c)) + mean(c)`` for each channel c, then clip (official BYOL / TF).
+
+    Each channel is scaled around its own spatial mean (torchvision uses the grayscale mean).
+
+    Args:
+        x: (B, C, H, W) images in [0, 1].
+        factor: (B,) per-image factors (1 leaves the image unchanged).
+
+    Returns:
+        (B, C, H, W) adjusted images.
+    """
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    return torch.lerp(mean, x, _per_image(factor, x)).clamp_(0.0, 1.0)
+
+
+def adjust_saturation_byol(x: Tensor, factor: Tensor | float) -> Tensor:
+    """Scale the HSV saturation by ``factor``, clipped to [0, 1] (official BYOL / TF).
+
+    Exact without the HSV round trip: hue and value (the max channel v) stay, and each channel's
+    distance to v scales with the saturation, so ``c' = v + k (c - v)`` with
+    ``k = clip(s * factor, 0, 1) / s = clamp(factor, 0, v / (v - min))`` per pixel.
+
+    Args:
+        x: (B, 3, H, W) RGB images in [0, 1].
+        factor: (B,) per-image factors (1 leaves the image unchanged, 0 gives v in all channels).
+
+    Returns:
+        (B, 3, H, W) adjusted images.
+    """
+    w, v = _saturation_weight(x, factor)
+    return torch.lerp(x, v, w).clamp_(0.0, 1.0)
+
+
+def _adjust_saturation_byol_(x: Tensor, factor: Tensor | float) -> Tensor:
+    """:func:`adjust_saturation_byol` in place (on CPU, in-place ops avoid fresh allocations,
+    which cost more than the arithmetic)."""
+    w, v = _saturation_weight(x, factor)
+    return x.lerp_(v, w).clamp_(0.0, 1.0)
+
+
+def _saturation_weight(x: Tensor, factor: Tensor | float) -> tuple[Tensor, Tensor]:
+    """``(1 - k, v)``, both (B, 1, H, W): saturation by ``factor`` is ``lerp(x, v, 1 - k)`` with
+    the per-pixel k of :func:`adjust_saturation_byol` and the max channel v. A weight
+    ``1 - k = 0`` leaves x exactly unchanged."""
+    r, g, b = x.unbind(dim=1)
+    v = torch.maximum(r, g)
+    torch.maximum(v, b, out=v)
+    rng = torch.minimum(r, g)
+    torch.minimum(rng, b, out=rng)
+    rng.neg_().add_(v).clamp_min_(1e-12)  # grey pixels: any k gives v
+    k = torch.minimum(_per_image(factor, x).clamp_min(0.0).squeeze(1), rng.reciprocal_().mul_(v))
+    return k.neg_().add_(1.0).unsqueeze(1), v.unsqueeze(1)
+
+
 def default_blur_kernel_size(image_size: int) -> int:
-    """BYOL's blur kernel: ~10% of the image side (23 px at 224), made odd, at least 3."""
-    k = int(0.1 * image_size)
-    return max(3, k + 1 if k % 2 == 0 else k)
+    """The official BYOL blur kernel for output side S: ``2 * int(S / 10 / 2) + 1`` taps.
+
+    23 at 224 px, 9 at 96, 3 at 32, and 1 (no blur) below 20 px.
+    """
+    return 2 * int(image_size / 10.0 / 2) + 1
 
 
 def gaussian_kernels_1d(sigma: Tensor, kernel_size: int) -> Tensor:
-    """Normalised 1D Gaussian kernels, one per sigma (torchvision's discretisation).
+    """Normalised 1D Gaussian kernels, one per sigma (``exp(-x^2 / (2 sigma^2))`` at integer x).
 
     Args:
         sigma: (B,) standard deviations in pixels.
@@ -186,8 +279,9 @@ def gaussian_kernels_1d(sigma: Tensor, kernel_size: int) -> Tensor:
 
 
 def gaussian_blur_per_image(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
-    """Separable Gaussian blur with a different sigma per image and reflect padding.
+    """Separable Gaussian blur with a different sigma per image and zero padding.
 
+    As the official BYOL code: horizontal then vertical pass, each with "SAME" zero padding.
     All images go through one pair of grouped convolutions (``groups = B * C``).
 
     Args:
@@ -204,12 +298,15 @@ def gaussian_blur_per_image(x: Tensor, sigma: Tensor, kernel_size: int) -> Tenso
     pad = kernel_size // 2
     if pad >= min(h, w):
         raise ValueError(f"blur kernel {kernel_size} is too large for {h}x{w} images "
-                         f"(reflect padding needs kernel_size // 2 < {min(h, w)})")
+                         f"(needs kernel_size // 2 < {min(h, w)})")
     kern = gaussian_kernels_1d(sigma.to(device=x.device, dtype=torch.float32), kernel_size)
     kern = kern.to(x.dtype).repeat_interleave(c, dim=0)  # (B*C, K): one kernel per channel
-    y = F.pad(x.reshape(1, bsz * c, h, w), (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(y, kern.view(bsz * c, 1, kernel_size, 1), groups=bsz * c)
-    y = F.conv2d(y, kern.view(bsz * c, 1, 1, kernel_size), groups=bsz * c)
+    # Zero-padding all sides once then two "valid" passes equals "SAME" zero padding per pass
+    # (the horizontal pass keeps the zero rows zero), and is ~3x faster on CPU than conv2d's
+    # own padding argument for small images.
+    y = F.pad(x.reshape(1, bsz * c, h, w), (pad, pad, pad, pad))
+    y = F.conv2d(y, kern.view(bsz * c, 1, 1, kernel_size), groups=bsz * c)  # horizontal
+    y = F.conv2d(y, kern.view(bsz * c, 1, kernel_size, 1), groups=bsz * c)  # vertical
     return y.view(bsz, c, h, w)
 
 
@@ -432,18 +529,34 @@ class BYOLAugment(nn.Module):
         crop_scale: bounds of the crop area as a fraction of the input image.
         crop_ratio: bounds of the crop aspect ratio (width / height).
         flip_p: probability of a horizontal flip.
-        jitter: (brightness, contrast, saturation, hue) strengths; factors are drawn from
-            ``[max(0, 1 - s), 1 + s]`` for the first three and ``[-hue, hue]`` turns for hue.
+        jitter: (brightness, contrast, saturation, hue) strengths. ``jitter_style="byol"``:
+            brightness adds a delta from ``[-b, b]``, contrast and saturation factors come from
+            ``[1 - s, 1 + s]``. ``"torchvision"``: brightness, contrast and saturation factors
+            come from ``[max(0, 1 - s), 1 + s]``. Both: hue shifts by ``[-hue, hue]`` turns.
         jitter_p: probability of colour jitter; its four ops run in a random order per image.
+        jitter_style: which definitions the colour jitter follows (each op clips to [0, 1]):
+
+            * ``"byol"`` (default): DeepMind's official BYOL code (deepmind-research
+              ``byol/utils/augmentations.py``, TF's image ops): ``x + delta``; per channel
+              ``factor * (c - mean(c)) + mean(c)``; HSV saturation ``clip(s * factor, 0, 1)``;
+              HSV hue ``(h + delta) mod 1``.
+            * ``"torchvision"``: ``torchvision.transforms.ColorJitter`` (as solo-learn's recipes):
+              ``x * factor``; blend with the mean of the grayscale image; blend with the
+              grayscale image; the same HSV hue rotation. About half as strong as ``"byol"``.
         grayscale_p: probability of converting to grayscale (kept as 3 channels).
         blur_p: probability of a Gaussian blur.
         blur_sigma: bounds of the blur's sigma in pixels (uniform).
-        blur_kernel_size: odd blur kernel length; None -> ~10% of the output side, made odd.
+        blur_kernel_size: odd blur kernel length; None -> the official
+            ``2 * int(min(image_size) / 10 / 2) + 1`` (1, i.e. no blur, below 20 px).
         solarize_p: probability of solarisation.
         solarize_threshold: pixels at or above it are inverted.
         mean: per-channel normalisation mean.
         std: per-channel normalisation std.
-        backend: ``"torch"`` (fast, per-image everything) or ``"kornia"`` (reference).
+        backend: ``"torch"`` (fast, per-image everything) or ``"kornia"`` (reference; needs
+            ``jitter_style="torchvision"`` when the jitter is on).
+        crop: False for inputs already cropped and resized to ``image_size`` (e.g. by data-loading
+            workers): no random resized crop, no resize (inputs must be exactly ``image_size``),
+            only the per-image flip; everything after it is unchanged.
     """
 
     def __init__(
@@ -464,6 +577,8 @@ class BYOLAugment(nn.Module):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         backend: str = "torch",
+        jitter_style: str = "byol",
+        crop: bool = True,
     ) -> None:
         super().__init__()
         self.image_size = _pair(image_size, "image_size")
@@ -480,6 +595,12 @@ class BYOLAugment(nn.Module):
                              f"saturation, hue) with hue <= 0.5, got {jitter!r}")
         self.jitter = jitter
         self.jitter_p = _prob(jitter_p, "jitter_p")
+        if jitter_style not in JITTER_STYLES:
+            raise ValueError(f"jitter_style must be one of {JITTER_STYLES}, got {jitter_style!r}")
+        self.jitter_style = jitter_style
+        if not isinstance(crop, bool):
+            raise TypeError(f"crop must be a bool, got {crop!r}")
+        self.crop = crop
         self.grayscale_p = _prob(grayscale_p, "grayscale_p")
         self.blur_p = _prob(blur_p, "blur_p")
         self.blur_sigma = _range(blur_sigma, "blur_sigma", 0.0, open_lo=True)
@@ -508,6 +629,12 @@ class BYOLAugment(nn.Module):
         self.register_buffer("std", std_t, persistent=False)
         if backend not in ("torch", "kornia"):
             raise ValueError(f"backend must be 'torch' or 'kornia', got {backend!r}")
+        if backend == "kornia" and jitter_style == "byol" and self._jitter_active:
+            raise ValueError(
+                "backend='kornia' cannot express jitter_style='byol' (the official BYOL colour "
+                "jitter): kornia's ColorJitter follows torchvision's definitions and kornia has no "
+                "per-channel-mean contrast. Pass jitter_style='torchvision' to use kornia (weaker, "
+                "torchvision's jitter), or backend='torch' for the official jitter")
         self.backend = backend
         self._kornia: nn.Module | None = self._build_kornia() if backend == "kornia" else None
 
@@ -527,7 +654,8 @@ class BYOLAugment(nn.Module):
                 f"crop_ratio={self.crop_ratio}, flip_p={self.flip_p}, jitter={self.jitter}, "
                 f"jitter_p={self.jitter_p}, grayscale_p={self.grayscale_p}, blur_p={self.blur_p}, "
                 f"blur_sigma={self.blur_sigma}, blur_kernel_size={self.blur_kernel_size}, "
-                f"solarize_p={self.solarize_p}, backend={self.backend!r}")
+                f"solarize_p={self.solarize_p}, backend={self.backend!r}, "
+                f"jitter_style={self.jitter_style!r}, crop={self.crop}")
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
@@ -545,6 +673,9 @@ class BYOLAugment(nn.Module):
         if self.mean.numel() not in (1, c):
             raise ValueError(f"mean/std have {self.mean.numel()} values but images have {c} "
                              "channels; pass mean and std with one value per channel")
+        if not self.crop and tuple(x.shape[-2:]) != self.image_size:
+            raise ValueError(f"crop=False needs inputs of exactly image_size {self.image_size}, "
+                             f"got {tuple(x.shape[-2:])}; resize them first or use crop=True")
 
     # -- parameters ----------------------------------------------------------------------------
 
@@ -561,9 +692,11 @@ class BYOLAugment(nn.Module):
 
         Returns:
             Dict of per-image tensors:
-            ``crop`` (B, 4) boxes (x0, y0, w, h) in input pixels; ``flip`` (B,) bool;
-            ``jitter`` (B,) bool; ``brightness``, ``contrast``, ``saturation`` (B,) factors and
-            ``hue`` (B,) turns, as drawn (ignored where ``jitter`` is False);
+            ``crop`` (B, 4) boxes (x0, y0, w, h) in input pixels (the whole image with
+            ``crop=False``); ``flip`` (B,) bool; ``jitter`` (B,) bool; ``brightness`` (B,) the
+            additive delta for ``jitter_style="byol"``, the factor for ``"torchvision"``;
+            ``contrast``, ``saturation`` (B,) factors and ``hue`` (B,) turns, as drawn (ignored
+            where ``jitter`` is False);
             ``jitter_order`` (B, 4) long, op per slot (0 brightness, 1 contrast, 2 saturation,
             3 hue); ``jitter_pos`` (B,) long, the image's row in the jitter work buffer
             (hue runs in slot ``jitter_pos // ceil(B / 4)``); ``grayscale`` (B,) bool;
@@ -578,12 +711,21 @@ class BYOLAugment(nn.Module):
         # One uniform draw for (almost) everything keeps the RNG call count and launches low.
         n_crop = 4 * _CROP_TRIES
         u = torch.rand(bsz, n_crop + 13, generator=generator, device=gen_device)
-        crop = sample_crop_boxes(u[:, :n_crop], input_size, self.crop_scale, self.crop_ratio)
+        if self.crop:
+            crop = sample_crop_boxes(u[:, :n_crop], input_size, self.crop_scale, self.crop_ratio)
+        else:  # same draws either way, so the other parameters do not depend on ``crop``
+            crop = torch.tensor([0.0, 0.0, input_size[1], input_size[0]],
+                                device=gen_device).repeat(bsz, 1)
         u = u[:, n_crop:]
         b, c, s, h = self.jitter
 
         def between(col: Tensor, lo: float, hi: float) -> Tensor:
             return lo + (hi - lo) * col
+
+        if self.jitter_style == "byol":  # official: no clamp at 0 (factors < 0 need strength > 1)
+            ranges = (-b, b), (1 - c, 1 + c), (1 - s, 1 + s)
+        else:
+            ranges = (max(0.0, 1 - b), 1 + b), (max(0.0, 1 - c), 1 + c), (max(0.0, 1 - s), 1 + s)
 
         # Random per-image order of the four jitter ops. Hue (the expensive one) goes to slot
         # jitter_pos // n where jitter_pos is a uniformly random distinct row among 4n >= B rows,
@@ -600,9 +742,9 @@ class BYOLAugment(nn.Module):
             "crop": crop,
             "flip": u[:, 0] < self.flip_p,
             "jitter": u[:, 1] < self.jitter_p,
-            "brightness": between(u[:, 2], max(0.0, 1 - b), 1 + b),
-            "contrast": between(u[:, 3], max(0.0, 1 - c), 1 + c),
-            "saturation": between(u[:, 4], max(0.0, 1 - s), 1 + s),
+            "brightness": between(u[:, 2], *ranges[0]),
+            "contrast": between(u[:, 3], *ranges[1]),
+            "saturation": between(u[:, 4], *ranges[2]),
             "hue": between(u[:, 5], -h, h),
             "jitter_order": order,
             "jitter_pos": pos,
@@ -680,7 +822,7 @@ class BYOLAugment(nn.Module):
             y = self.colour_jitter(y, params, rows_per_slot)
         if self.grayscale_p > 0:
             y = self.grayscale_(y, params)
-        if self.blur_p > 0:
+        if self.blur_p > 0 and self.blur_kernel_size > 1:
             y = self.blur(y, params)
         if self.solarize_p > 0:
             y = self.solarize_(y, params)
@@ -693,7 +835,13 @@ class BYOLAugment(nn.Module):
     # -- the ops of the torch backend (separate so benchmarks can time them) ---------------------
 
     def crop_flip(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
-        """All crops, resizes and flips as one bilinear ``grid_sample``: (B,C,H,W) -> (B,C,S,S)."""
+        """All crops, resizes and flips as one bilinear ``grid_sample``: (B,C,H,W) -> (B,C,S,S).
+
+        With ``crop=False`` only the flips: a new contiguous (B, C, S, S) float32 tensor.
+        """
+        if not self.crop:
+            y = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+            return _masked_update_(y, params["flip"], lambda t, idx: t.flip(-1))
         theta = crop_flip_theta(params["crop"].float(), params["flip"], x.shape[-2:])
         grid = crop_grid(theta, self.image_size).to(x.dtype)
         # Border padding only matters for the half pixel at the box edges.
@@ -704,10 +852,11 @@ class BYOLAugment(nn.Module):
         """Brightness, contrast, saturation and hue in a random order per image.
 
         Images are gathered into a work buffer by ``params["jitter_pos"]`` so that the images
-        whose hue runs in slot s are the contiguous rows ``[s*n, (s+1)*n)``: each slot does one
-        blend over the buffer (brightness / contrast / saturation, identity for the hue rows)
-        and one hue shift over a quarter of it. So the batch costs 4 cheap blends and ONE hue
-        shift rather than 4 of each. Images without jitter come out unchanged.
+        whose hue runs in slot s are the contiguous rows ``[s*n, (s+1)*n)``: each slot runs the
+        other three ops over the buffer (identity for the hue rows) and one hue shift over a
+        quarter of it. So the batch costs ONE hue shift rather than 4. Images without jitter
+        come out unchanged. The ops follow ``self.jitter_style``; an op whose strength in
+        ``self.jitter`` is 0 is skipped, as in both references.
 
         Args:
             y: (B, 3, S, S) float32 images in [0, 1].
@@ -730,20 +879,14 @@ class BYOLAugment(nn.Module):
         factors = torch.stack([params["brightness"][src], params["contrast"][src],
                                params["saturation"][src]], dim=1).float()  # (4n, 3)
         hue = params["hue"][src].float()
-        # Per-slot blend weights for all slots at once (the loop below only takes columns):
-        # buf.lerp_(target, w) = (1 - w) * buf + w * target with w = 1 - factor, an exact no-op
-        # at w = 0 (hue slots and images without jitter).
-        chosen = factors.gather(1, order.clamp(max=2))  # (4n, 4)
-        w_all = torch.where(on.unsqueeze(1) & (order != _HUE), 1.0 - chosen, 0.0)
-        w_sat_all = (order == _SATURATION).to(buf.dtype)
-        w_con_all = (order == _CONTRAST).to(buf.dtype)
+        enabled = torch.tensor([st > 0 for st in self.jitter], device=y.device)
+        op_on = on.unsqueeze(1) & enabled[order]  # (4n, 4): the op of each slot runs
+        blend = (self._byol_blend if self.jitter_style == "byol" else self._torchvision_blend)(
+            buf, op_on, order, factors)
         for slot in range(4):
-            # Blend target: 0 for brightness, mean grey for contrast, grey for saturation.
-            target = rgb_to_grayscale(buf)
-            mean = target.mean(dim=(1, 2, 3), keepdim=True)
-            target.mul_(w_sat_all[:, slot].view(-1, 1, 1, 1))
-            target.addcmul_(mean, w_con_all[:, slot].view(-1, 1, 1, 1))
-            buf.lerp_(target, w_all[:, slot].view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+            blend(slot)
+            if self.jitter[_HUE] == 0:
+                continue
             rows = slice(slot * n, (slot + 1) * n)
             part = buf[rows]
             shifted = _masked_update_(part, on[rows],
@@ -751,6 +894,87 @@ class BYOLAugment(nn.Module):
             if shifted is not part:
                 part.copy_(shifted)
         return buf.index_select(0, pos)
+
+    @staticmethod
+    def _torchvision_blend(buf: Tensor, op_on: Tensor, order: Tensor,
+                           factors: Tensor) -> Callable[[int], None]:
+        """Per-slot step of torchvision's brightness / contrast / saturation, in place on buf.
+
+        Args:
+            buf: (4n, 3, S, S) work buffer of :meth:`colour_jitter`.
+            op_on: (4n, 4) bool, whether the op in each slot runs (jitter on, strength > 0).
+            order: (4n, 4) long, the op of each slot.
+            factors: (4n, 3) brightness, contrast, saturation parameters.
+
+        Returns:
+            ``step(slot)``, which applies that slot's op to every row of ``buf``.
+        """
+        # Per-slot blend weights for all slots at once (the step below only takes columns):
+        # buf.lerp_(target, w) = (1 - w) * buf + w * target with w = 1 - factor, an exact no-op
+        # at w = 0 (hue slots and images without jitter).
+        chosen = factors.gather(1, order.clamp(max=2))  # (4n, 4)
+        w_all = torch.where(op_on & (order != _HUE), 1.0 - chosen, 0.0)
+        w_sat_all = (order == _SATURATION).to(buf.dtype)
+        w_con_all = (order == _CONTRAST).to(buf.dtype)
+
+        def step(slot: int) -> None:
+            # Blend target: 0 for brightness, mean grey for contrast, grey for saturation.
+            target = rgb_to_grayscale(buf)
+            mean = target.mean(dim=(1, 2, 3), keepdim=True)
+            target.mul_(w_sat_all[:, slot].view(-1, 1, 1, 1))
+            target.addcmul_(mean, w_con_all[:, slot].view(-1, 1, 1, 1))
+            buf.lerp_(target, w_all[:, slot].view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+
+        return step
+
+    @staticmethod
+    def _byol_blend(buf: Tensor, op_on: Tensor, order: Tensor,
+                    factors: Tensor) -> Callable[[int], None]:
+        """Per-slot step of the official brightness / contrast / saturation, in place on buf.
+
+        Brightness and contrast are ``x * scale + offset`` (brightness: scale 1, offset delta;
+        contrast: scale f, offset ``(1 - f) * mean_c``); saturation is ``lerp(x, v, w)`` with
+        the per-pixel weight w of :func:`adjust_saturation_byol`; identity rows (scale 1, offset
+        0, w 0) come out exactly unchanged. On CPU each op runs on its own images only, in place
+        on the copies ``index_select`` makes; on accelerators one pass over the whole buffer,
+        ``lerp(x, v, w) * scale + offset``, avoids host syncs.
+
+        Args and returns as :meth:`_torchvision_blend` (``factors[:, 0]`` is the delta here).
+        """
+        is_b = op_on & (order == _BRIGHTNESS)
+        is_c = op_on & (order == _CONTRAST)
+        is_s = op_on & (order == _SATURATION)
+        delta, con, sat = factors.unbind(dim=1)
+        scale_all = torch.where(is_c, con.unsqueeze(1), 1.0)  # (4n, 4)
+        shift_all = torch.where(is_b, delta.unsqueeze(1), 0.0)
+        sat_all = torch.where(is_s, sat.unsqueeze(1), 1.0)
+
+        def offset(t: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+            # shift + (1 - scale) * mean_c: delta for brightness, 0 for identity rows.
+            mean = t.mean(dim=(2, 3), keepdim=True)  # (N, 3, 1, 1)
+            return torch.addcmul(shift.view(-1, 1, 1, 1), mean, 1.0 - scale.view(-1, 1, 1, 1))
+
+        def affine_(t: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+            off = offset(t, scale, shift)
+            return t.mul_(scale.view(-1, 1, 1, 1)).add_(off).clamp_(0.0, 1.0)
+
+        def step(slot: int) -> None:
+            scale, shift = scale_all[:, slot], shift_all[:, slot]
+            if _subset_ops(buf.device):
+                # index_select hands fresh copies to the ops, so they may work in place.
+                _masked_update_(buf, is_b[:, slot] | is_c[:, slot],
+                                lambda t, idx: affine_(t, scale[idx], shift[idx]))
+                _masked_update_(buf, is_s[:, slot],
+                                lambda t, idx: _adjust_saturation_byol_(t, sat[idx]))
+                return
+            # Whole buffer: w = 1 - k is 0 (exact identity) where saturation does not run, and
+            # scale 1, offset 0 where brightness / contrast do not.
+            off = offset(buf, scale, shift)
+            w, v = _saturation_weight(buf, sat_all[:, slot])
+            w.mul_(is_s[:, slot].view(-1, 1, 1, 1))
+            buf.lerp_(v, w).mul_(scale.view(-1, 1, 1, 1)).add_(off).clamp_(0.0, 1.0)
+
+        return step
 
     def grayscale_(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
         """Grayscale (kept as 3 channels) where ``params["grayscale"]``; in place on CPU."""
@@ -765,12 +989,15 @@ class BYOLAugment(nn.Module):
                                lambda t, idx: solarize(t, None, self.solarize_threshold))
 
     def blur(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
-        """Per-image Gaussian blur of the images with ``params["blur"]`` set."""
+        """Per-image Gaussian blur of the images with ``params["blur"]`` set, clipped to [0, 1]
+        (a normalised kernel can overshoot 1 by a rounding error)."""
         sigma = params["sigma"]
+        if self.blur_kernel_size == 1:
+            return y
         if self.blur_p >= 1.0:
-            return gaussian_blur_per_image(y, sigma, self.blur_kernel_size)
+            return gaussian_blur_per_image(y, sigma, self.blur_kernel_size).clamp_(0.0, 1.0)
         return _masked_update_(y, params["blur"], lambda t, idx: gaussian_blur_per_image(
-            t, sigma[idx], self.blur_kernel_size))
+            t, sigma[idx], self.blur_kernel_size).clamp_(0.0, 1.0))
 
     def normalize_(self, y: Tensor) -> Tensor:
         """In place ``(y - mean) / std`` per channel of float32 (B, C, H, W) images."""
@@ -783,20 +1010,20 @@ class BYOLAugment(nn.Module):
         import kornia.augmentation as K  # imported lazily: kornia is slow to import
 
         b, c, s, h = self.jitter
-        ops: list[nn.Module] = [
-            K.RandomResizedCrop(self.image_size, scale=self.crop_scale, ratio=self.crop_ratio,
-                                same_on_batch=False),
-            K.RandomHorizontalFlip(p=self.flip_p, same_on_batch=False),
-        ]
+        ops: list[nn.Module] = []
+        if self.crop:
+            ops.append(K.RandomResizedCrop(self.image_size, scale=self.crop_scale,
+                                           ratio=self.crop_ratio, same_on_batch=False))
+        ops.append(K.RandomHorizontalFlip(p=self.flip_p, same_on_batch=False))
         if self._jitter_active:
             # Note: kornia draws ONE random order of the four ops per call, shared by the batch.
             ops.append(K.ColorJitter(b, c, s, h, p=self.jitter_p, same_on_batch=False))
         if self.grayscale_p > 0:
             ops.append(K.RandomGrayscale(p=self.grayscale_p, same_on_batch=False))
-        if self.blur_p > 0:
+        if self.blur_p > 0 and self.blur_kernel_size > 1:
             k = self.blur_kernel_size
-            ops.append(K.RandomGaussianBlur((k, k), self.blur_sigma, p=self.blur_p,
-                                            same_on_batch=False))
+            ops.append(K.RandomGaussianBlur((k, k), self.blur_sigma, border_type="constant",
+                                            p=self.blur_p, same_on_batch=False))
         if self.solarize_p > 0:
             # thresholds=t draws from (0.5 - t, 0.5 + t): 0 pins the paper's threshold 0.5 when
             # solarize_threshold is 0.5; additions=0 disables kornia's brightness shift.
@@ -835,10 +1062,13 @@ def default_views(image_size: int | tuple[int, int], preset: str = "imagenet",
 
     Args:
         image_size: output side S, or (S_h, S_w).
-        preset: ``"imagenet"`` (the paper's settings) or ``"small"`` for CIFAR-size images
-            (32-96 px): crop scale (0.2, 1.0) and no blur on either view, solarisation as in the
-            paper.
-        backend: ``"torch"`` or ``"kornia"``.
+        preset: ``"imagenet"`` (the paper's settings, with the official BYOL code's colour
+            jitter, ``jitter_style="byol"``) or ``"small"`` for CIFAR-size images (32-96 px),
+            solo-learn's recipe (``scripts/pretrain/cifar/augmentations/asymmetric.yaml``): crop
+            scale (0.08, 1.0), no blur on either view, solarisation as in the paper,
+            torchvision's colour jitter (``jitter_style="torchvision"``).
+        backend: ``"torch"`` or ``"kornia"`` (with ``preset="imagenet"`` the kornia backend
+            needs the override ``jitter_style="torchvision"``, see :class:`BYOLAugment`).
         **overrides: :class:`BYOLAugment` arguments applied to both views on top of the preset,
             e.g. ``flip_p=0.0`` for data whose mirror image means something else (text, digits).
 
@@ -846,10 +1076,10 @@ def default_views(image_size: int | tuple[int, int], preset: str = "imagenet",
         (view1, view2) augmentation modules.
     """
     if preset == "imagenet":
-        common = dict(crop_scale=(0.08, 1.0), backend=backend)
+        common = dict(crop_scale=(0.08, 1.0), backend=backend, jitter_style="byol")
         blur = (1.0, 0.1)
     elif preset == "small":
-        common = dict(crop_scale=(0.2, 1.0), backend=backend)
+        common = dict(crop_scale=(0.08, 1.0), backend=backend, jitter_style="torchvision")
         blur = (0.0, 0.0)
     else:
         raise ValueError(f"preset must be 'imagenet' or 'small', got {preset!r}")

@@ -77,6 +77,8 @@ class BYOL(nn.Module):
             ``"separate"`` also wherever ``SyncBatchNorm`` synchronises across processes.
         augment_preset: "imagenet" (paper) or "small" (CIFAR-size images: crop scale floor 0.2,
             no blur) for the default augmentations.
+        head_output_bias: bias in the last Linear of projector and predictor: True (default) as
+            byol-pytorch 0.9.1, whose checkpoints then load; False as the official code.
         in_channels: channels of the input images; default: those of the backbone's first
             ``Conv2d`` (3 if it has none). With other than 3, the default augmentations skip the
             RGB-only colour jitter and grayscale and normalise with mean 0.449, std 0.226.
@@ -104,6 +106,7 @@ class BYOL(nn.Module):
         token_pool: str = "cls",
         view_batching: str = "auto",
         augment_preset: str = "imagenet",
+        head_output_bias: bool = True,
         in_channels: int | None = None,
     ) -> None:
         super().__init__()
@@ -147,12 +150,12 @@ class BYOL(nn.Module):
             use_simsiam_mlp=not use_momentum, sync_batchnorm=sync_bn,
             use_simplicial_embeddings=use_simplicial_embeddings,
             sem_num_simplices=sem_num_simplices, sem_simplex_dim=sem_simplex_dim,
-            sem_temperature=sem_temperature, token_pool=token_pool)
+            sem_temperature=sem_temperature, token_pool=token_pool, output_bias=head_output_bias)
         representation, unused = self._dry_run()
         device, dtype = representation.device, representation.dtype
         self.online_encoder.build_projector(representation.shape[1], device, dtype)
         self.online_predictor = MLP(projection_size, projection_hidden_size, projection_size,
-                                    sync_bn).to(device=device, dtype=dtype)
+                                    sync_bn, head_output_bias).to(device=device, dtype=dtype)
         self.target_encoder = make_target(self.online_encoder) if use_momentum else None
         for augment in (self.augment1, self.augment2):
             if isinstance(augment, nn.Module):

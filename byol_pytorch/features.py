@@ -174,6 +174,7 @@ class NetWrapper(FeatureExtractor):
         use_simplicial_embeddings, sem_num_simplices, sem_simplex_dim, sem_temperature: put
             :func:`~byol_pytorch.heads.simplicial_projector`'s embedding before the projector.
         token_pool: pooling of ViT token outputs, see :class:`FeatureExtractor`.
+        output_bias: bias in the projector's last Linear (see :class:`~byol_pytorch.MLP`).
     """
 
     def __init__(
@@ -190,8 +191,10 @@ class NetWrapper(FeatureExtractor):
         sem_temperature: float = 0.1,
         *,
         token_pool: str = "cls",
+        output_bias: bool = True,
     ) -> None:
         super().__init__(net, layer, token_pool=token_pool)
+        self.output_bias = output_bias
         self.projector: nn.Module | None = None
         self.projection_size = projection_size
         self.projection_hidden_size = projection_hidden_size
@@ -208,13 +211,17 @@ class NetWrapper(FeatureExtractor):
         sync = self.sync_batchnorm
         if sync is None:
             sync = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        head = SimSiamMLP if self.use_simsiam_mlp else MLP
+        def head(in_dim: int) -> nn.Module:
+            if self.use_simsiam_mlp:  # no biases at all: BN follows every layer
+                return SimSiamMLP(in_dim, self.projection_hidden_size, self.projection_size, sync)
+            return MLP(in_dim, self.projection_hidden_size, self.projection_size, sync,
+                       self.output_bias)
+
         if self.use_simplicial_embeddings:
             sem_dim = self.sem["num_simplices"] * self.sem["simplex_dim"]
-            mlp = head(sem_dim, self.projection_hidden_size, self.projection_size, sync)
-            projector = simplicial_projector(dim, mlp, sync_batchnorm=sync, **self.sem)
+            projector = simplicial_projector(dim, head(sem_dim), sync_batchnorm=sync, **self.sem)
         else:
-            projector = head(dim, self.projection_hidden_size, self.projection_size, sync)
+            projector = head(dim)
         self.projector = projector.to(device=device, dtype=dtype)
         return self.projector
 

@@ -22,17 +22,19 @@ class MLP(nn.Sequential):
 
     Paper (Sec. 3.3): "a multi-layer perceptron (MLP) consisting in a linear layer with output size
     4096 followed by batch normalization, rectified linear units (ReLU), and a final linear layer
-    with output dimension 256." Shapes: (B, in_dim) -> (B, out_dim).
+    with output dimension 256." The official code's final layer has no bias
+    (``byol/utils/networks.py``: ``with_bias=False``): ``output_bias=False``; byol-pytorch 0.9.1's
+    has one (the default here, so that its checkpoints load). Shapes: (B, in_dim) -> (B, out_dim).
     """
 
     def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256,
-                 sync_batchnorm: bool = False) -> None:
+                 sync_batchnorm: bool = False, output_bias: bool = True) -> None:
         _check_dims(in_dim=in_dim, hidden_dim=hidden_dim, out_dim=out_dim)
         super().__init__(
             nn.Linear(in_dim, hidden_dim),
             _norm(sync_batchnorm)(hidden_dim),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim),
+            nn.Linear(hidden_dim, out_dim, bias=output_bias),
         )
 
 

@@ -7,7 +7,7 @@ import difflib
 import torchvision
 from torch import nn
 
-__all__ = ["create_backbone", "cifar_stem_"]
+__all__ = ["create_backbone", "cifar_stem_", "zero_init_residual_"]
 
 
 def cifar_stem_(resnet: nn.Module) -> nn.Module:
@@ -26,25 +26,51 @@ def cifar_stem_(resnet: nn.Module) -> nn.Module:
     return resnet
 
 
+def zero_init_residual_(model: nn.Module) -> int:
+    """In place: zero the scale of the last BatchNorm of every residual block; returns their number.
+
+    Each block then starts as its shortcut (Goyal et al., 2017), as in the official BYOL ResNets
+    and torchvision's ``zero_init_residual=True``. Covers torchvision's ``BasicBlock`` /
+    ``Bottleneck`` and timm blocks with a ``zero_init_last()`` method; other modules are untouched.
+    """
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    blocks = 0
+    for module in model.modules():
+        if isinstance(module, (BasicBlock, Bottleneck)):
+            last_bn = module.bn3 if isinstance(module, Bottleneck) else module.bn2
+            nn.init.zeros_(last_bn.weight)
+        elif callable(getattr(module, "zero_init_last", None)):
+            module.zero_init_last()
+        else:
+            continue
+        blocks += 1
+    return blocks
+
+
 def create_backbone(name: str, *, cifar_stem: bool = False, image_size: int | None = None,
-                    **kwargs) -> nn.Module:
+                    zero_init_residual: bool = False, **kwargs) -> nn.Module:
     """Backbone by name, randomly initialised: ``"resnet50"`` (torchvision) or ``"timm:vit_small_patch16_224"``.
 
     Names without a prefix are looked up in torchvision first, then timm. ``cifar_stem`` applies
     :func:`cifar_stem_` (ResNets only). ``image_size`` is passed to models built for one input
     size (ViTs, Swin: timm's ``img_size``, torchvision's ``image_size``) and ignored by the others.
-    Nothing is downloaded: weights are random.
+    ``zero_init_residual`` applies :func:`zero_init_residual_` (models without residual blocks
+    are unchanged). Nothing is downloaded: weights are random.
     """
     if name.startswith("timm:"):
-        return _timm(name[5:], cifar_stem, image_size, kwargs)
-    if name.startswith("tv:"):
-        name = name[3:]
-    tv_names = torchvision.models.list_models(module=torchvision.models)
-    if name in tv_names:
-        model = _sized(lambda **kw: torchvision.models.get_model(name, weights=None, **kw),
-                       "image_size", image_size, kwargs)
-        return cifar_stem_(model) if cifar_stem else model
-    return _timm(name, cifar_stem, image_size, kwargs, extra_names=tv_names)
+        model = _timm(name[5:], image_size, kwargs)
+    else:
+        name = name[3:] if name.startswith("tv:") else name
+        tv_names = torchvision.models.list_models(module=torchvision.models)
+        if name in tv_names:
+            model = _sized(lambda **kw: torchvision.models.get_model(name, weights=None, **kw),
+                           "image_size", image_size, kwargs)
+        else:
+            model = _timm(name, image_size, kwargs, extra_names=tv_names)
+    if zero_init_residual:
+        zero_init_residual_(model)
+    return cifar_stem_(model) if cifar_stem else model
 
 
 def _sized(build, size_arg: str, image_size: int | None, kwargs: dict) -> nn.Module:
@@ -59,8 +85,8 @@ def _sized(build, size_arg: str, image_size: int | None, kwargs: dict) -> nn.Mod
         return build(**kwargs)
 
 
-def _timm(name: str, cifar_stem: bool, image_size: int | None, kwargs: dict,
-          extra_names: list[str] = ()) -> nn.Module:
+def _timm(name: str, image_size: int | None, kwargs: dict, extra_names: list[str] = ()
+          ) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
@@ -68,7 +94,6 @@ def _timm(name: str, cifar_stem: bool, image_size: int | None, kwargs: dict,
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
         raise ValueError(f"unknown backbone {name!r} (neither torchvision nor timm); "
                          f"closest names: {close}")
-    model = _sized(lambda **kw: timm.create_model(name, pretrained=False, **kw), "img_size",
-                   image_size, kwargs)
-    return cifar_stem_(model) if cifar_stem else model
+    return _sized(lambda **kw: timm.create_model(name, pretrained=False, **kw), "img_size",
+                  image_size, kwargs)
 

@@ -19,7 +19,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -404,17 +404,19 @@ def load_pretrained_backbone(path: str | Path) -> tuple[dict[str, Tensor], dict[
 
 
 class EvalEncoder(nn.Module):
-    """Frozen-feature model for evaluation: uint8/float images -> ImageNet-normalised -> (B, D).
+    """Frozen-feature model for evaluation: uint8/float images -> normalised -> (B, D).
 
-    The representation is the output of ``hidden_layer`` (the one hooked during pretraining), as
-    ``BYOL(...)(x, return_embedding=True, return_projection=False)`` computes it.
+    The images are normalised with the statistics the views had in pretraining (``mean``,
+    ``std``), and the representation is the output of ``hidden_layer`` (the one hooked during
+    pretraining), as ``BYOL(...)(x, return_embedding=True, return_projection=False)`` computes it.
     """
 
     def __init__(self, backbone: nn.Module, hidden_layer: HiddenLayer = -2,
-                 token_pool: str = "cls") -> None:
+                 token_pool: str = "cls", mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
         super().__init__()
         self.encoder = FeatureExtractor(backbone, hidden_layer, token_pool=token_pool)
-        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        mean, std = torch.tensor(mean), torch.tensor(std)
         self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", std.view(1, -1, 1, 1), persistent=False)
 
@@ -476,14 +478,18 @@ class EvalSetup:
     info: dict[str, Any]
 
 
-def setup_eval(args: argparse.Namespace, train_view: Any = None) -> EvalSetup:
+def setup_eval(args: argparse.Namespace, train_view: Any = None, val_view: Any = None
+               ) -> EvalSetup:
     """Resolve defaults from the checkpoint, validate, build the encoder and the data splits.
 
     ``train_view(image_size)`` builds the transform of the training split instead of the centre
-    crop (linear eval with augmentation). Raises SystemExit with a clear message on bad input.
+    crop (linear eval with augmentation); ``val_view(image_size, resize_size)`` that of the
+    validation split (and of the training split without ``train_view``) instead of
+    ``data.eval_transform``. Raises SystemExit with a clear message on bad input.
     """
     from byol_pytorch import cifar_stem_, create_backbone
-    from data import build_dataset, check_data_args, default_workers, eval_transform
+    from data import (build_dataset, check_data_args, default_workers, eval_transform,
+                      normalization)
 
     if not Path(args.checkpoint).is_file():
         raise fail(f"--checkpoint {args.checkpoint!r} does not exist")
@@ -513,11 +519,14 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None) -> EvalSetup:
         if args.cifar_stem:
             cifar_stem_(backbone)
         backbone.load_state_dict(state)
-        encoder = EvalEncoder(backbone, parse_hidden_layer(args.hidden_layer), args.token_pool)
+        # the normalisation of the pretraining views (each CIFAR's own statistics, else ImageNet's)
+        mean, std = normalization(pre.get("dataset", args.dataset))
+        encoder = EvalEncoder(backbone, parse_hidden_layer(args.hidden_layer), args.token_pool,
+                              mean, std)
     except (ValueError, RuntimeError) as err:
         raise fail(f"cannot rebuild the backbone {args.backbone!r} from {args.checkpoint}: {err}"
                    ) from None
-    view = eval_transform(args.image_size, args.resize_size)
+    view = (val_view or eval_transform)(args.image_size, args.resize_size)
     kw = dict(download=args.download, val_fraction=args.val_fraction, split_seed=args.split_seed)
     train_tf = train_view(args.image_size) if train_view is not None else view
     train_set, num_classes = build_dataset(args.dataset, args.data_path, "train", train_tf, **kw)

@@ -1,19 +1,66 @@
-"""Linear evaluation of a pretrained backbone: a linear classifier on frozen features.
+"""Linear evaluation of a pretrained backbone: linear classifiers on its frozen representation.
 
-    # precomputed features (fast; the CPU path)
-    python examples/linear_eval.py --checkpoint outputs/pretrain/checkpoint.pt
-    # the paper's protocol on ImageNet, 8 GPUs: frozen backbone, augmented images, 80 epochs
-    torchrun --nproc_per_node 8 examples/linear_eval.py --protocol augment \
-        --checkpoint outputs/byol_r50/checkpoint.pt --data-path /imagenet --amp bf16
+    # the paper's protocol (default for imagenet-preset checkpoints), 8 GPUs, with an LR sweep:
+    # five heads on the same batches (one backbone pass), every accuracy and the best reported
+    torchrun --nproc_per_node 8 examples/linear_eval.py \
+        --checkpoint outputs/byol_r50/checkpoint.pt --data-path /data/imagenet \
+        --lrs 0.05 0.1 0.2 0.4 0.8 --amp bf16 --workers 10
+    # precomputed centre-crop features (default for small-preset checkpoints; the CPU path)
+    python examples/linear_eval.py --checkpoint outputs/digits/checkpoint.pt
 
-BYOL (App. C.1): "SGD with Nesterov momentum over 80 epochs, using a batch size of 1024 and a
-momentum of 0.9 ... no regularization methods such as weight decay"; cosine LR decay here. Two
-protocols:
+Protocols (``--protocol``; ``auto``, the default, picks ``augment`` for a checkpoint pretrained
+with pretrain.py's ``imagenet`` preset -- its default for ``--dataset folder`` and ``stl10`` -- and
+``features`` for the ``small`` preset -- cifar10/100, npz, digits -- or when the checkpoint does
+not record one):
 
-* ``features``: embed train and val once (centre crop) with the frozen backbone, each process its
-  shard, gather the features, and fit the linear layer on them (identical on every process).
-* ``augment``: every step embeds a fresh random-resized-crop + flip view with the frozen backbone
-  (eval mode, no gradients) and trains the linear layer under DDP; validation on centre crops.
+* ``augment``, the paper's (BYOL App. C.1): every step embeds a fresh random resized crop +
+  horizontal flip of each training image with the frozen backbone (eval mode, no gradients) and
+  trains the linear heads under DDP; validation on centre crops. Reference: DeepMind's
+  ``byol/utils/dataset.py`` (``PreprocessMode.LINEAR_TRAIN`` / ``EVAL``).
+* ``features``, the fast option for small data sets and CPU runs: embed train and val once (resize
+  + centre crop, as knn_eval.py) with the frozen backbone, each process its shard, gather the
+  features, and fit the heads on them (identically on every process).
+
+Defaults, the same for both protocols except the data pipeline and the learning rate (references
+are files of DeepMind's official code, github.com/deepmind/deepmind-research, ``byol/``):
+
+  setting         value                                  reference
+  epochs          80                                     configs/eval.py: max_steps =
+                                                         80 * train_images_per_epoch // batch
+  batch           1024 (--probe-batch-size, global)      BYOL App. C.1
+  optimiser       SGD, Nesterov, momentum 0.9            configs/eval.py optimizer_config;
+                                                         eval_experiment.py _optimizer (optax.sgd)
+  weight decay    0                                      eval_experiment.py (no decay in optax.sgd)
+  LR schedule     cosine to 0 per step, no warm-up       utils/schedules.py learning_schedule;
+                                                         configs/eval.py warmup_steps=0
+  LR              base x batch / 256                     utils/schedules.py (scaled_lr)
+  base LR         augment: 0.2                           configs/eval.py base_learning_rate=0.2
+                  features: 0.2 (the same value, so that a --lr means the same in both
+                  protocols; on digits a sweep of 0.0125-1.6 also peaked at 0.2)
+  train view      augment: random resized crop, scale    utils/dataset.py _decode_and_random_crop,
+                  0.08-1, aspect 3/4-4/3, bicubic resize random_flip_left_right,
+                  to the image size, horizontal flip     tf.image.resize(BICUBIC)
+                  features: resize + centre crop (knn_eval.py's view)
+  eval view       augment: centre crop of image/resize   utils/dataset.py _decode_and_center_crop
+                  (224/256) of the short side, bicubic   (224 / (224 + 32)), then bicubic resize
+                  resize to the image size
+                  features: resize short side, centre crop
+  backbone        frozen, eval mode (BN statistics kept) eval_experiment.py freeze_backbone,
+                                                         is_training=False
+  classifier      one linear layer on the raw (unnormalised) eval_experiment.py _classif_fn
+                  representation, no BatchNorm           (hk.Linear)
+  classifier init N(0, 0.01), bias 0 (MoCo v3 / DINO; the official hk.Linear default is a
+                  truncated normal of std 1/sqrt(D))
+
+LR sweep (``--lrs``): several heads, one per base LR, are trained at once on the same batches
+(the backbone runs once per batch whatever the number of heads, as DINO's ``eval_linear.py``);
+each head has its own parameter group, so it follows exactly the trajectory it would follow
+alone. Every head is evaluated, and the best top-1 is reported with its LR (``linear_top1``,
+``best_base_lr``, ``best_lr``) next to all of them (``linear_top1_per_lr``) in the printed line and
+the JSON. The best head is picked on the evaluation split itself (as DINO does); the paper picks
+the LR on 10k images held out of the training set (``utils/dataset.py`` Split.TRAIN / VALID): to
+do the same, sweep on a train-only folder with ``--val-fraction``, then rerun with the chosen
+``--lr``. One ``--lr`` is the sweep of one.
 
 At the end the backbone is checked to be bit-identical to the checkpoint (MoCo v3's sanity check).
 """
@@ -21,15 +68,20 @@ At the end the backbone is checked to be bit-identical to the checkpoint (MoCo v
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import pickle
 import sys
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,56 +92,168 @@ from common import (DistInfo, EvalSetup, Timer, add_eval_args,  # noqa: E402
 from data import shard, to_device_images, train_eval_transform  # noqa: E402
 from knn_eval import embed_splits  # noqa: E402
 
-from byol_pytorch import warmup_cosine  # noqa: E402
-from byol_pytorch.eval import check_frozen, linear_probe_accuracy  # noqa: E402
+from byol_pytorch.eval import (PAPER_LINEAR_EVAL, LinearHeads, check_frozen,  # noqa: E402
+                               linear_probe_optimizer, linear_probe_step, linear_probe_sweep,
+                               scale_lr, summarize_sweep, topk_hits)
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PROTOCOLS = ("augment", "features")
+# The protocol --protocol auto picks from the pretraining preset (pretrain.py --preset).
+PRESET_PROTOCOL = {"imagenet": "augment", "small": "features"}
+# Base LR (x batch / 256) per protocol when neither --lr nor --lrs is given.
+DEFAULT_BASE_LR = {"augment": PAPER_LINEAR_EVAL["base_lr"],  # byol/configs/eval.py
+                   "features": PAPER_LINEAR_EVAL["base_lr"]}
+
+
+# ------------------------------------------------------------------------------ arguments
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in every flag's help; the epilog (protocols and the table of defaults) verbatim."""
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("BYOL linear evaluation", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                epilog=__doc__[__doc__.index("Protocols"):],
+                                formatter_class=_Formatter)
     add_eval_args(p)
-    g = p.add_argument_group("linear classifier")
-    g.add_argument("--protocol", default="features", choices=["features", "augment"],
-                   help="features: precomputed centre-crop features (fast); augment: the "
-                   "paper's, random crops + flips through the frozen backbone every step")
-    g.add_argument("--epochs", type=int, default=80, help="paper: 80")
-    g.add_argument("--lr", type=float, default=0.1, help="peak LR (cosine decay to 0); the "
-                   "paper sweeps it on a held-out split")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="paper: none")
-    g.add_argument("--probe-batch-size", type=int, default=1024,
-                   help="global batch of the classifier (paper: 1024)")
+    g = p.add_argument_group("linear classifier (defaults: the BYOL paper's linear evaluation, "
+                             "DeepMind's byol/configs/eval.py)")
+    g.add_argument("--protocol", default="auto", choices=["auto", *PROTOCOLS],
+                   help="augment: the paper's, random resized crop (0.08-1, bicubic) + flip "
+                   "through the frozen backbone every step, centre-crop evaluation "
+                   "(byol/utils/dataset.py); features: centre-crop features computed once (fast, "
+                   "CPU). auto: augment for checkpoints of the imagenet preset (folder, stl10), "
+                   "features for the small preset (cifar, npz, digits)")
+    g.add_argument("--epochs", type=int, default=PAPER_LINEAR_EVAL["epochs"],
+                   help="paper: 80 (byol/configs/eval.py max_steps = 80 * N // batch)")
+    lr = g.add_mutually_exclusive_group()
+    lr.add_argument("--lr", type=float, default=None, metavar="BASE_LR",
+                    help="one base LR; the peak LR is BASE_LR x probe-batch-size / 256, then "
+                    "cosine to 0 without warm-up (byol/utils/schedules.py). Default: 0.2 "
+                    "(byol/configs/eval.py base_learning_rate) for both protocols")
+    lr.add_argument("--lrs", type=float, nargs="+", default=None, metavar="BASE_LR",
+                    help="LR sweep in one pass: one head per base LR (each scaled like --lr), "
+                    "trained on the same batches with one backbone pass; all accuracies and the "
+                    "best are reported. E.g. --lrs 0.05 0.1 0.2 0.4 0.8")
+    g.add_argument("--weight-decay", type=float, default=PAPER_LINEAR_EVAL["weight_decay"],
+                   help="paper: none (optax.sgd in byol/eval_experiment.py has no decay)")
+    g.add_argument("--probe-batch-size", type=int, default=PAPER_LINEAR_EVAL["batch_size"],
+                   help="GLOBAL batch of the classifier (paper: 1024, BYOL App. C.1); also the "
+                   "batch of the LR scaling")
     g.add_argument("--amp", default="off", choices=list(AMP_DTYPES),
                    help="autocast dtype of the frozen backbone (augment protocol)")
     return p
 
 
+def pretraining_preset(checkpoint: str | Path) -> str | None:
+    """The ``--preset`` recorded with a pretrain.py checkpoint (None if unknown), read without
+    loading the weights (memory-mapped); a bare backbone's comes from ``args.json`` next to it."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        return None
+    pre: Any = None
+    if path.suffix != ".safetensors":
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except (OSError, RuntimeError, ValueError, pickle.UnpicklingError):
+            # unreadable here: setup_eval reports it properly
+            return None
+        if isinstance(ckpt, Mapping) and isinstance(ckpt.get("args"), Mapping):
+            pre = ckpt["args"]
+    if pre is None and (path.parent / "args.json").is_file():
+        try:
+            pre = json.loads((path.parent / "args.json").read_text())
+        except ValueError:
+            return None
+    preset = pre.get("preset") if isinstance(pre, Mapping) else None
+    return preset if isinstance(preset, str) else None
+
+
+def resolve_args(args: argparse.Namespace, preset: str | None = None) -> argparse.Namespace:
+    """Validate; pick the protocol (``auto``: from the pretraining ``preset``), the base LRs
+    (``args.base_lrs``: --lrs, --lr or the protocol's default) and the peak LRs
+    (``args.peak_lrs``: base x probe-batch-size / 256)."""
+    if args.epochs < 1 or not args.weight_decay >= 0 or args.probe_batch_size < 1:
+        raise fail("--epochs and --probe-batch-size must be >= 1 and --weight-decay >= 0")
+    if args.probe_batch_size % env_world_size():
+        raise fail(f"--probe-batch-size {args.probe_batch_size} must be divisible by the number "
+                   f"of processes ({env_world_size()})")
+    if args.protocol == "auto":
+        args.protocol = PRESET_PROTOCOL.get(preset, "features")
+    if args.lrs is not None:
+        base = args.lrs
+    else:
+        base = [DEFAULT_BASE_LR[args.protocol] if args.lr is None else args.lr]
+    if not all(b > 0 and math.isfinite(b) for b in base):
+        raise fail(f"learning rates must be > 0 and finite, got {base}")
+    args.base_lrs = [float(b) for b in base]
+    args.peak_lrs = [scale_lr(b, args.probe_batch_size, PAPER_LINEAR_EVAL["lr_reference_batch"])
+                     for b in args.base_lrs]
+    return args
+
+
+# ------------------------------------------------------------------------------ data views
+class CentreCropFraction(nn.Module):
+    """Centre square of side ``int(fraction x short side)`` (official: 224 / (224 + 32))."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__()
+        self.fraction = fraction
+
+    def forward(self, img: Any) -> Any:
+        h, w = TF.get_size(img)
+        side = max(1, min(h, w, int(self.fraction * min(h, w))))
+        # offsets as _decode_and_center_crop: ((size - crop) + 1) // 2
+        return TF.crop(img, (h - side + 1) // 2, (w - side + 1) // 2, side, side)
+
+
+def paper_eval_transform(image_size: int, resize_size: int | None = None
+                         ) -> Callable[[Any], torch.Tensor]:
+    """The official evaluation view (``byol/utils/dataset.py`` ``_decode_and_center_crop``):
+    centre crop of ``image_size / resize_size`` (224/256) of the short side, bicubic resize to
+    ``image_size``; PIL or uint8 image -> uint8 (3, S, S). Deterministic."""
+    fraction = image_size / (resize_size or image_size)
+    return v2.Compose([v2.ToImage(), v2.RGB(), CentreCropFraction(fraction),
+                       v2.Resize((image_size, image_size), InterpolationMode.BICUBIC,
+                                 antialias=True), v2.ToPureTensor()])
+
+
+def protocol_views(protocol: str) -> tuple[Callable | None, Callable | None]:
+    """``(train_view(image_size), val_view(image_size, resize_size))`` factories of a protocol,
+    for :func:`common.setup_eval` (None: its centre crop). ``augment``: random resized crop +
+    flip (``data.train_eval_transform``, the official LINEAR_TRAIN view) and the official centre
+    crop; ``features``: knn_eval.py's resize + centre crop for both splits."""
+    if protocol == "augment":
+        return train_eval_transform, paper_eval_transform
+    if protocol == "features":
+        return None, None
+    raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+
+
+# ------------------------------------------------------------------------------ protocols
 def linear_on_features(setup: EvalSetup, run: DistInfo, args: argparse.Namespace) -> dict:
-    """Fit the probe on gathered, precomputed features; every rank fits the same one."""
+    """Fit every head on gathered, precomputed features; every rank fits the same ones."""
     train_f, train_y, val_f, val_y = embed_splits(setup, run, args, normalize=False)
-    return linear_probe_accuracy(train_f, train_y, val_f, val_y, setup.num_classes,
-                                 epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-                                 batch_size=args.probe_batch_size, optimizer="sgd",
-                                 device=run.device, progress=run.is_main, seed=args.seed)
+    return linear_probe_sweep(train_f, train_y, val_f, val_y, setup.num_classes,
+                              lrs=args.peak_lrs,
+                              epochs=args.epochs, weight_decay=args.weight_decay,
+                              batch_size=args.probe_batch_size, optimizer="sgd",
+                              device=run.device, progress=run.is_main, seed=args.seed)
 
 
-def linear_with_augmentation(setup: EvalSetup, run: DistInfo, args: argparse.Namespace) -> dict:
-    """The paper's protocol: fresh augmented views through the frozen backbone, DDP head."""
+def train_heads_augmented(setup: EvalSetup, run: DistInfo, args: argparse.Namespace
+                          ) -> LinearHeads:
+    """The paper's protocol: one augmented view per image and step through the frozen backbone
+    (once per batch for all heads), one head per LR in ``args.peak_lrs``, trained under DDP."""
     encoder = setup.encoder.to(run.device).eval().requires_grad_(False)
     amp_dtype = AMP_DTYPES[args.amp]
     with torch.no_grad():
         dim = encoder(setup.val_set[0][0].unsqueeze(0).to(run.device)).shape[1]
-    gen = torch.Generator().manual_seed(args.seed)
-    head = nn.Linear(dim, setup.num_classes)
-    with torch.no_grad():
-        head.weight.normal_(0.0, 0.01, generator=gen)
-        head.bias.zero_()
-    head.to(run.device)
-    model = DDP(head, device_ids=[run.device.index] if run.device.type == "cuda" else None) \
-        if run.distributed else head
-    optimizer = torch.optim.SGD(head.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
-                                weight_decay=args.weight_decay)
+    heads = LinearHeads(dim, setup.num_classes, len(args.peak_lrs), seed=args.seed)
+    heads.to(run.device)
+    model = DDP(heads, device_ids=[run.device.index] if run.device.type == "cuda" else None) \
+        if run.distributed else heads
+    optimizer = linear_probe_optimizer(heads, args.peak_lrs, optimizer="sgd",
+                                       weight_decay=args.weight_decay)
     sampler = DistributedSampler(setup.train_set, run.world_size, run.rank, shuffle=True,
                                  seed=args.seed, drop_last=True)
     loader = DataLoader(setup.train_set, batch_size=args.probe_batch_size // run.world_size,
@@ -99,75 +263,98 @@ def linear_with_augmentation(setup: EvalSetup, run: DistInfo, args: argparse.Nam
     if total == 0:
         raise fail(f"{len(setup.train_set)} training images give no batch of "
                    f"{args.probe_batch_size}; lower --probe-batch-size")
+    heads.train()
     step = 0
     for epoch in range(args.epochs):
         sampler.set_epoch(epoch)
-        for images, labels in tqdm(loader, desc=f"linear {epoch}", disable=not run.is_main,
-                                   leave=False):
+        for images, labels in tqdm(loader, desc=f"linear {epoch} ({len(heads)} heads)",
+                                   disable=not run.is_main, leave=False):
             with torch.no_grad(), torch.autocast(run.device.type, dtype=amp_dtype,
                                                  enabled=amp_dtype is not None):
                 feats = encoder(to_device_images(images, run.device))
-            loss = F.cross_entropy(model(feats.float()), labels.to(run.device))
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(step, total, args.lr)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            linear_probe_step(model, optimizer, feats.float(), labels.to(run.device), step, total)
             step += 1
-    return evaluate(encoder, head, setup, run, args)
+    return heads.eval()
 
 
 @torch.no_grad()
-def evaluate(encoder: nn.Module, head: nn.Module, setup: EvalSetup, run: DistInfo,
+def evaluate(encoder: nn.Module, heads: LinearHeads, setup: EvalSetup, run: DistInfo,
              args: argparse.Namespace) -> dict:
-    """Top-1/top-5 (%) on the centre-crop validation split; counts summed over ranks."""
-    head.eval()
+    """Top-1/top-5 (%) of every head on the centre-crop validation split, counts summed over
+    ranks; :func:`byol_pytorch.eval.summarize_sweep` of them."""
+    heads.eval()
     top = 5 if setup.num_classes >= 5 else 1
-    counts = torch.zeros(3, device=run.device)  # top-1 hits, top-5 hits, images
+    counts = torch.zeros(len(heads), 2, dtype=torch.long, device=run.device)
+    n = torch.zeros((), dtype=torch.long, device=run.device)
     loader = DataLoader(shard(setup.val_set, run.rank, run.world_size),
                         batch_size=args.batch_size, num_workers=args.workers)
     amp_dtype = AMP_DTYPES[args.amp]
     for images, labels in loader:
         with torch.autocast(run.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             feats = encoder(to_device_images(images, run.device))
-        pred = head(feats.float()).topk(top, dim=1).indices
-        hits = pred == labels.to(run.device).unsqueeze(1)
-        counts += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum(),
-                               torch.tensor(len(labels), device=run.device)]).float()
+        counts += topk_hits(heads(feats.float()), labels.to(run.device), top)
+        n += len(labels)
     if run.distributed:
         dist.all_reduce(counts)
-    top1, top5, n = counts.tolist()
-    result = {"linear_top1": 100.0 * top1 / n}
-    if top == 5:
-        result["linear_top5"] = 100.0 * top5 / n
-    return result
+        dist.all_reduce(n)
+    acc = (100.0 * counts.double() / n.item()).tolist()
+    return summarize_sweep(args.peak_lrs, [a[0] for a in acc],
+                           [a[1] for a in acc] if top == 5 else None)
+
+
+def linear_with_augmentation(setup: EvalSetup, run: DistInfo, args: argparse.Namespace) -> dict:
+    heads = train_heads_augmented(setup, run, args)
+    return evaluate(setup.encoder, heads, setup, run, args)
+
+
+# ------------------------------------------------------------------------------ main
+def _report(result: Mapping[str, Any], args: argparse.Namespace, path: Path) -> str:
+    """The printed summary: the best head, then one line per LR when there are several."""
+    n = len(args.peak_lrs)
+    top5 = f", top-5 {result['linear_top5']:.2f}%" if "linear_top5" in result else ""
+    best = (f"best of {n} LRs: " if n > 1 else "") + \
+        f"base LR {result['best_base_lr']:g} -> lr {result['best_lr']:g}"
+    lines = [(f"linear top-1: {result['linear_top1']:.2f}%{top5} ({best}) | {args.protocol}, "
+              f"{args.epochs} epochs, batch {args.probe_batch_size} | {result['dataset']} "
+              f"{result['num_train']} train / {result['num_val']} val | {path}")]
+    if n > 1:
+        top5s = result.get("linear_top5_per_lr", [None] * n)
+        for i, (base, lr, t1, t5) in enumerate(zip(args.base_lrs, args.peak_lrs,
+                                                   result["linear_top1_per_lr"], top5s)):
+            t5_text = "" if t5 is None else f", top-5 {t5:6.2f}%"
+            mark = "  <- best" if i == result["best_index"] else ""
+            lines.append(f"  base LR {base:<8g} lr {lr:<8g} top-1 {t1:6.2f}%{t5_text}{mark}")
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.epochs < 1 or args.lr <= 0 or args.weight_decay < 0:
-        raise fail("--epochs must be >= 1, --lr > 0 and --weight-decay >= 0")
-    if args.probe_batch_size % env_world_size():
-        raise fail(f"--probe-batch-size {args.probe_batch_size} must be divisible by the number "
-                   f"of processes ({env_world_size()})")
+    preset = pretraining_preset(args.checkpoint) if args.protocol == "auto" else None
+    resolve_args(args, preset)
     run = init_distributed(args.device)
     try:
         seed_everything(args.seed)
         augment = args.protocol == "augment"
-        setup = setup_eval(args, train_eval_transform if augment else None)
+        setup = setup_eval(args, *protocol_views(args.protocol))
         backbone = setup.encoder.encoder.net
         before = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
         timer = Timer()
         fit = linear_with_augmentation if augment else linear_on_features
-        result = fit(setup, run, args)
+        sweep = fit(setup, run, args)
         check_frozen(before, backbone.cpu())  # raises if the backbone changed
-        result.update(setup.info, protocol=args.protocol, epochs=args.epochs, lr=args.lr,
-                      time=timer.elapsed(), backbone_frozen=True)
+        # the best head first, then every head (base LRs, peak LRs, accuracies), then the setup
+        result = {k: sweep[k] for k in ("linear_top1", "linear_top5") if k in sweep}
+        result.update(best_base_lr=args.base_lrs[sweep["best_index"]], best_lr=sweep["best_lr"],
+                      best_index=sweep["best_index"], base_lrs=args.base_lrs, lrs=sweep["lrs"])
+        result.update({k: sweep[k] for k in ("linear_top1_per_lr", "linear_top5_per_lr")
+                       if k in sweep})
+        result.update(setup.info, protocol=args.protocol, epochs=args.epochs,
+                      probe_batch_size=args.probe_batch_size, weight_decay=args.weight_decay,
+                      optimizer="sgd", momentum=PAPER_LINEAR_EVAL["momentum"],
+                      nesterov=PAPER_LINEAR_EVAL["nesterov"], time=timer.elapsed(),
+                      backbone_frozen=True)
         if run.is_main:
             path = write_result(result, args.output, args.checkpoint, "linear_eval.json")
-            top5 = f", top-5 {result['linear_top5']:.2f}%" if "linear_top5" in result else ""
-            print0(f"linear top-1: {result['linear_top1']:.2f}%{top5} | {args.protocol}, "
-                   f"{args.epochs} epochs | {setup.info['dataset']} {setup.info['num_train']} "
-                   f"train / {setup.info['num_val']} val | {path}")
+            print0(_report(result, args, path))
         return result
     finally:
         cleanup_distributed()

@@ -11,7 +11,8 @@
     torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --master_addr HOST --master_port 29500 \
         examples/pretrain.py --dataset folder --data-path /imagenet --amp bf16
 
-Images are decoded and resized on CPU workers (uint8) and augmented on the device by the learner.
+CPU workers decode each image and cut both views' random resized crops from the full-resolution
+image (uint8, as the official pipeline); flip, colour, blur and solarisation run on the device.
 ``--batch-size`` is the GLOBAL batch of one optimizer step (all processes x accumulation
 micro-steps); the learning rate is ``base_lr * batch_size / 256``. See examples/README.md for the
 recipes, the log fields and the checkpoint layout.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from contextlib import nullcontext
@@ -31,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,8 +42,9 @@ from common import (CsvWriter, DistInfo, JsonlWriter, Timer, all_gather_varsize,
                     cleanup_distributed, env_world_size, fail, gather_rng_states, init_distributed,
                     load_checkpoint, parse_hidden_layer, print0, restore_rng_state, save_backbone,
                     save_checkpoint, seed_everything, truncate_log, unwrap)
-from data import (DATASETS, build_dataset, check_data_args, default_workers,  # noqa: E402
-                  eval_transform, pretrain_transform, shard, to_device_images)
+from data import (DATASETS, PretrainViews, SeededSampler, SeededViews,  # noqa: E402
+                  build_dataset, check_data_args, default_workers, eval_transform, normalization,
+                  shard, to_device_images)
 
 from byol_pytorch import (BYOL, __version__, cifar_stem_, create_backbone,  # noqa: E402
                           default_views, warmup_cosine)
@@ -49,20 +52,36 @@ from byol_pytorch.eval import extract_features, knn_accuracy  # noqa: E402
 from byol_pytorch.monitor import is_collapsed  # noqa: E402
 from byol_pytorch.optim import LARS, param_groups  # noqa: E402
 
-# Defaults per --preset; any flag given on the command line wins. "imagenet" is the paper's
-# (BYOL App. C: LARS, base LR 0.2 x batch/256, wd 1.5e-6, 10 warm-up epochs, tau 0.996, batch
-# 4096); "small" is solo-learn's CIFAR recipe (LARS eta 0.02 with LARC clipping, LR 1.0, wd 1e-5,
-# tau 0.99, batch 256, 1000 epochs) with the CIFAR ResNet stem. The paper's heads (4096 -> 256)
-# are kept for both.
+# Defaults per --preset; any flag given on the command line wins. "imagenet" is the official
+# BYOL code (deepmind-research byol/configs/byol.py: LARS eta 1e-3, 10 warm-up epochs, batch 4096;
+# LR, weight decay and tau by run length, see IMAGENET_BY_EPOCHS; output layers of the heads
+# without bias, byol/utils/networks.py; zero-initialised last BN of each residual block);
+# "small" is solo-learn's CIFAR recipe (scripts/pretrain/cifar/byol.yaml: LARS eta 0.02 with
+# LARC clipping, LR 1.0, wd 1e-5, tau 0.99, batch 256, 1000 epochs, heads with biases) with the
+# CIFAR ResNet stem. Both use the paper's head sizes (4096 -> 256). examples/README.md has the
+# table of every setting with its reference.
 PRESETS = {
     "imagenet": dict(backbone="resnet50", image_size=224, batch_size=4096, epochs=300,
-                     base_lr=0.2, weight_decay=1.5e-6, warmup_epochs=10, ema_base=0.996,
-                     lars_eta=0.001, lars_clip=False, cifar_stem=False, crop_min_scale=0.08,
-                     flip_p=0.5),
+                     warmup_epochs=10, lars_eta=0.001, lars_clip=False, cifar_stem=False,
+                     crop_min_scale=0.08, flip_p=0.5, head_output_bias=False),
     "small": dict(backbone="resnet18", image_size=32, batch_size=256, epochs=1000,
                   base_lr=1.0, weight_decay=1e-5, warmup_epochs=10, ema_base=0.99,
-                  lars_eta=0.02, lars_clip=True, cifar_stem=True, crop_min_scale=0.2, flip_p=0.5),
+                  lars_eta=0.02, lars_clip=True, cifar_stem=True, crop_min_scale=0.08, flip_p=0.5,
+                  head_output_bias=True),
 }
+# The official presets by number of epochs (byol/configs/byol.py _LR_PRESETS, _WD_PRESETS,
+# _EMA_PRESETS): (base LR, weight decay, tau). Other run lengths take the row of the nearest
+# length on a log scale (e.g. 200 -> 300, 600 -> 1000, 60 -> 40).
+IMAGENET_BY_EPOCHS = {40: (0.45, 1e-6, 0.97), 100: (0.45, 1e-6, 0.99), 300: (0.3, 1e-6, 0.99),
+                      1000: (0.2, 1.5e-6, 0.996)}
+
+
+def imagenet_settings(epochs: int) -> tuple[int, tuple[float, float, float]]:
+    """(official run length whose settings apply, (base LR, weight decay, tau)) for ``epochs``."""
+    nearest = min(IMAGENET_BY_EPOCHS, key=lambda e: abs(math.log(epochs / e)))
+    return nearest, IMAGENET_BY_EPOCHS[nearest]
+
+
 # The embedded digits are a laptop demo: small images and a short run unless told otherwise, and
 # digit-safe views (a mirrored 2 is not a 2; a 20% crop of an 8x8 digit is rarely the same digit).
 DATASET_DEFAULTS = {"digits": dict(image_size=16, batch_size=128, epochs=10, warmup_epochs=1,
@@ -92,13 +111,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "scripts read it from the checkpoint so they use the same split")
     g.add_argument("--workers", type=int, default=None, help="CPU decoding workers per process "
                    "(default: 0 for the in-memory npz/digits, else min(8, CPUs per process))")
-    g.add_argument("--load-size", type=int, default=None, help="side of the decoded images the "
-                   "device crops are taken from (default: image size x 256/224 for imagenet, "
-                   "image size for small)")
     g = p.add_argument_group("model")
     g.add_argument("--preset", default=None, choices=list(PRESETS), help="hyper-parameter and "
-                   "augmentation family: imagenet (paper) or small (CIFAR-size: crop scale "
-                   "floor 0.2, no blur, CIFAR stem); default: by data set")
+                   "augmentation family: imagenet (official BYOL code; LR, weight decay and tau "
+                   "by --epochs) or small (solo-learn's CIFAR recipe: no blur, torchvision "
+                   "colour jitter, CIFAR stem); default: by data set")
     g.add_argument("--backbone", default=None, help="torchvision name (resnet50) or timm:NAME")
     g.add_argument("--cifar-stem", action=argparse.BooleanOptionalAction, default=None,
                    help="3x3 stride-1 stem without max-pool for 32-96 px images (ResNets)")
@@ -108,14 +125,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="how ViT token outputs are pooled into one vector")
     g.add_argument("--image-size", type=int, default=None, help="side of the augmented views")
     g.add_argument("--crop-min-scale", type=float, default=None, help="smallest area fraction "
-                   "of a random resized crop (default: the preset's 0.08 / 0.2; 0.4 for digits)")
+                   "of a random resized crop (default: 0.08; 0.4 for digits)")
     g.add_argument("--flip-p", type=float, default=None, help="horizontal flip probability "
                    "(default 0.5; 0 for digits and other data whose mirror image differs)")
     g.add_argument("--proj-dim", type=int, default=256, help="projection size (paper: 256)")
     g.add_argument("--proj-hidden-dim", type=int, default=4096,
                    help="hidden size of projector and predictor (paper: 4096)")
-    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs (the paper "
-                   "normalises over the global batch); CUDA only")
+    g.add_argument("--head-output-bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="bias in the last Linear of projector and predictor (default: off for "
+                   "imagenet, as the official code; on for small, as solo-learn)")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="SyncBatchNorm across GPUs: BatchNorm statistics over the global batch, "
+                   "as the official code (cross-replica BN); CUDA only. Default: on for the "
+                   "imagenet preset with several GPU processes, else off")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None, help="GLOBAL batch per optimizer "
@@ -125,18 +147,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", default="lars", choices=["lars", "sgd", "adam", "adamw"],
                    help="LARS is what the paper uses for large batches")
     g.add_argument("--base-lr", type=float, default=None, help="LR for batch 256; scaled "
-                   "linearly with the global batch (Goyal et al.)")
+                   "linearly with the global batch (Goyal et al.); default: the preset's (imagenet: "
+                   "by --epochs)")
     g.add_argument("--warmup-epochs", type=float, default=None,
                    help="linear LR warm-up, then cosine decay to 0 (default: the preset's 10, "
                    "at most 10%% of --epochs)")
     g.add_argument("--weight-decay", type=float, default=None,
-                   help="not applied to biases and norm parameters")
+                   help="not applied to biases and norm parameters; default: the preset's "
+                   "(imagenet: by --epochs)")
     g.add_argument("--lars-eta", type=float, default=None, help="LARS trust coefficient")
     g.add_argument("--lars-clip", action=argparse.BooleanOptionalAction, default=None,
                    help="clip each layer's LARS rate at the LR (LARC; default: on for small, "
                    "as solo-learn, off for imagenet, as the paper)")
     g.add_argument("--ema-base", type=float, default=None,
-                   help="target EMA rate tau at step 0; it rises to 1 by a cosine over training")
+                   help="target EMA rate tau at step 0; it rises to 1 by a cosine over training; "
+                   "default: the preset's (imagenet: by --epochs)")
     g.add_argument("--clip-grad", type=float, default=0.0, help="max grad norm; 0 = off")
     g.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer "
                    "steps (smoke tests); schedules still span --epochs")
@@ -176,18 +201,21 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     for key, value in defaults.items():
         if key != "cifar_stem" and getattr(args, key) is None:
             setattr(args, key, value)
+    if args.preset == "imagenet":  # the official settings for the run length
+        if args.epochs < 1:
+            raise fail(f"--epochs must be >= 1, got {args.epochs}")
+        _, by_length = imagenet_settings(args.epochs)
+        for key, value in zip(("base_lr", "weight_decay", "ema_base"), by_length):
+            if getattr(args, key) is None:
+                setattr(args, key, value)
     if not warmup_given:  # a short run keeps a short warm-up: at most 10% of the epochs
         args.warmup_epochs = min(args.warmup_epochs, 0.1 * args.epochs)
     if args.workers is None:
         args.workers = default_workers(args.dataset, cap=8)
-    if args.load_size is None:
-        scale = 256 / 224 if args.preset == "imagenet" else 1.0
-        args.load_size = int(round(args.image_size * scale))
     args.hidden_layer = parse_hidden_layer(args.hidden_layer)
     checks = [
         (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
         (args.image_size >= 8, f"--image-size must be >= 8, got {args.image_size}"),
-        (args.load_size >= args.image_size, "--load-size must be >= --image-size"),
         (args.batch_size >= 1 and args.accum_steps >= 1, "--batch-size and --accum-steps must "
          "be >= 1"),
         (0 <= args.warmup_epochs <= args.epochs, "--warmup-epochs must lie in [0, --epochs]"),
@@ -216,6 +244,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise fail("each process needs a micro-batch of >= 2 images (BatchNorm in the heads); "
                    f"raise --batch-size above {2 * world * args.accum_steps - 1}")
     on_cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    if args.sync_bn is None:  # the official run pools BN statistics over all devices
+        args.sync_bn = args.preset == "imagenet" and world > 1 and not on_cpu
     if args.sync_bn and on_cpu:
         if world > 1:
             raise fail("--sync-bn needs CUDA (SyncBatchNorm under DDP only runs on GPUs); "
@@ -231,9 +261,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def build_backbone(args: argparse.Namespace) -> nn.Module:
-    """The backbone by name; the preset's CIFAR stem is applied to ResNets only unless asked."""
+    """The backbone by name, residual blocks starting as identities (the last BN of each block
+    zero-initialised, as the official ResNets); the preset's CIFAR stem is applied to ResNets
+    only unless asked."""
     try:
-        net = create_backbone(args.backbone, image_size=args.image_size)
+        net = create_backbone(args.backbone, image_size=args.image_size, zero_init_residual=True)
         if args.cifar_stem is None:  # preset default: only where it applies
             resnet_like = isinstance(getattr(net, "conv1", None), nn.Conv2d) and hasattr(
                 net, "maxpool")
@@ -349,12 +381,16 @@ def train_one_epoch(model: nn.Module, learner: BYOL, loader: DataLoader,
         tau = learner.tau  # the rate this step's EMA update uses
         step_loss = torch.zeros((), device=run.device)
         for micro in range(args.accum_steps):
-            images = to_device_images(next(data)[0], run.device, args.channels_last)
+            crops = next(data)[0]  # uint8 (B, 2, 3, S, S): both views' crops, cut by the workers
+            view1, view2 = (to_device_images(crops[:, k], run.device, args.channels_last)
+                            for k in (0, 1))
+            with torch.no_grad():  # the rest of each view's augmentation, on the device
+                view1, view2 = learner.augment1(view1), learner.augment2(view2)
             sync = ddp is None or micro == args.accum_steps - 1  # all-reduce on the last one
             with nullcontext() if sync else ddp.no_sync():
                 with torch.autocast(run.device.type, dtype=amp_dtype,
                                     enabled=amp_dtype is not None):
-                    loss = model(images) / args.accum_steps
+                    loss = model(view1, x2=view2) / args.accum_steps
                 scaler.scale(loss).backward()
             step_loss += loss.detach()
         if args.clip_grad > 0:
@@ -439,9 +475,10 @@ def json_args(args: argparse.Namespace) -> dict:
 
 
 # Arguments that must match the checkpoint for an exact continuation.
-RESUME_ARGS = ("dataset", "backbone", "cifar_stem", "hidden_layer", "image_size", "load_size",
-               "proj_dim", "proj_hidden_dim", "preset", "epochs", "batch_size", "accum_steps",
-               "optimizer", "base_lr", "warmup_epochs", "weight_decay", "ema_base", "seed")
+RESUME_ARGS = ("dataset", "backbone", "cifar_stem", "hidden_layer", "image_size", "proj_dim",
+               "proj_hidden_dim", "head_output_bias", "preset", "epochs", "batch_size",
+               "accum_steps", "optimizer", "base_lr", "warmup_epochs", "weight_decay", "ema_base",
+               "seed")
 
 
 def resume(path: Path, learner: BYOL, optimizer: torch.optim.Optimizer,
@@ -497,16 +534,22 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps(json_args(args), indent=2))
-    print0(f"byol-pytorch {__version__} | {run.world_size} process(es) on {run.device.type}\n"
+    if args.preset == "imagenet":
+        length, _ = imagenet_settings(args.epochs)
+        print0(f"imagenet preset, {args.epochs} epochs: the official {length}-epoch settings "
+               "(byol/configs/byol.py) for flags not given: base LR, weight decay, tau")
+    print0(f"byol-torch {__version__} | {run.world_size} process(es) on {run.device.type}\n"
            + "\n".join(f"  {k}: {v}" for k, v in sorted(vars(args).items())))
 
     # ======================= data =======================
-    dataset, num_classes = build_dataset(
-        args.dataset, args.data_path, "pretrain", pretrain_transform(args.load_size),
-        download=args.download, val_fraction=args.val_fraction, split_seed=args.split_seed)
+    crops = PretrainViews(args.image_size, (args.crop_min_scale, 1.0))
+    images, num_classes = build_dataset(
+        args.dataset, args.data_path, "pretrain", crops, download=args.download,
+        val_fraction=args.val_fraction, split_seed=args.split_seed)
+    dataset = SeededViews(images, crops)
     micro_batch = args.batch_size // (run.world_size * args.accum_steps)
-    sampler = ResumableSampler(dataset, num_replicas=run.world_size, rank=run.rank, shuffle=True,
-                               seed=args.seed, drop_last=True)
+    sampler = SeededSampler(dataset, num_replicas=run.world_size, rank=run.rank, shuffle=True,
+                            seed=args.seed, drop_last=True)
     loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, drop_last=True,
                         num_workers=args.workers, pin_memory=run.device.type == "cuda",
                         persistent_workers=args.workers > 0,
@@ -538,13 +581,15 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
 
     # ======================= model =======================
     try:
+        mean, std = normalization(args.dataset)
+        # The workers cut the crops; these do the rest of each view on the device.
         view1, view2 = default_views(args.image_size, args.preset, flip_p=args.flip_p,
-                                     crop_scale=(args.crop_min_scale, 1.0))
+                                     crop=False, mean=mean, std=std)
         learner = BYOL(backbone, args.image_size, hidden_layer=args.hidden_layer,
                        projection_size=args.proj_dim, projection_hidden_size=args.proj_hidden_dim,
                        augment_fn=view1, augment_fn2=view2, moving_average_decay=args.ema_base,
                        total_steps=total_steps, token_pool=args.token_pool,
-                       view_batching=args.view_batching)
+                       view_batching=args.view_batching, head_output_bias=args.head_output_bias)
     except (ValueError, TypeError, RuntimeError) as err:
         raise fail(f"cannot build the learner: {err}") from None
     if args.sync_bn:
@@ -608,22 +653,6 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
     log.close()
     print0(f"done: {sched.step} steps in {timer.elapsed() / 60:.1f} min; checkpoint "
            f"{out / 'checkpoint.pt'}, backbone {out / 'backbone.pt'}")
-
-
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler (a seeded permutation per epoch) that can start part-way into an epoch,
-    so that a run resumed mid-epoch sees exactly the batches the interrupted run had left."""
-
-    start = 0
-
-    def set_start(self, index: int) -> None:
-        self.start = index
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.start:])
-
-    def __len__(self) -> int:
-        return self.num_samples - self.start
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Tests for byol_pytorch.augment: shapes, per-image randomness, rates, and op-level equivalence
-with torchvision's reference implementations."""
+with reference implementations: torchvision's (``jitter_style="torchvision"``) and ports, written
+here, of DeepMind's official BYOL augmentations (deepmind-research byol/utils/augmentations.py,
+``jitter_style="byol"``, the zero-padded blur, grayscale and solarisation)."""
 
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ from byol_pytorch.augment import (
     IMAGENET_STD,
     BYOLAugment,
     adjust_brightness,
+    adjust_brightness_byol,
     adjust_contrast,
+    adjust_contrast_byol,
     adjust_hue,
     adjust_saturation,
+    adjust_saturation_byol,
     crop_flip_theta,
     crop_grid,
     default_blur_kernel_size,
@@ -54,6 +59,91 @@ def images(b: int, h: int = 16, w: int | None = None, seed: int = 0) -> torch.Te
 
 def unnormalise(y: torch.Tensor) -> torch.Tensor:
     return y.float() * STD.to(y.device) + MEAN.to(y.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ports of DeepMind's official BYOL augmentations (deepmind-research byol/utils/augmentations.py),
+# one (3, H, W) image at a time, straight from its formulas. Colour ops clip to [0, 1] after
+# each op, as the official _color_transform_single_image does.
+# ----------------------------------------------------------------------------------------------
+
+
+def ref_rgb_to_hsv(r: torch.Tensor, g: torch.Tensor, b: torch.Tensor):
+    vv = torch.maximum(torch.maximum(r, g), b)
+    range_ = vv - torch.minimum(torch.minimum(r, g), b)
+    sat = torch.where(vv > 0, range_ / vv, torch.zeros_like(vv))
+    norm = torch.where(range_ != 0, 1.0 / (6.0 * range_), torch.full_like(vv, 1e9))
+    hr = norm * (g - b)
+    hg = norm * (b - r) + 2.0 / 6.0
+    hb = norm * (r - g) + 4.0 / 6.0
+    hue = torch.where(r == vv, hr, torch.where(g == vv, hg, hb))
+    hue = hue * (range_ > 0)
+    hue = hue + (hue < 0)
+    return hue, sat, vv
+
+
+def ref_hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    c = s * v
+    m = v - c
+    dh = (h % 1.0) * 6.0
+    fmodu = dh % 2.0
+    x = c * (1 - torch.abs(fmodu - 1))
+    hcat = torch.floor(dh).long()
+    zero = torch.zeros_like(c)
+
+    def among(a: int, b: int) -> torch.Tensor:
+        return (hcat == a) | (hcat == b)
+
+    rr = torch.where(among(0, 5), c, torch.where(among(1, 4), x, zero)) + m
+    gg = torch.where(among(1, 2), c, torch.where(among(0, 3), x, zero)) + m
+    bb = torch.where(among(3, 4), c, torch.where(among(2, 5), x, zero)) + m
+    return torch.stack([rr, gg, bb])
+
+
+def ref_brightness(img: torch.Tensor, delta: float) -> torch.Tensor:
+    return (img + delta).clip(0.0, 1.0)
+
+
+def ref_contrast(img: torch.Tensor, factor: float) -> torch.Tensor:
+    mean = img.mean(dim=(-2, -1), keepdim=True)  # per channel
+    return (factor * (img - mean) + mean).clip(0.0, 1.0)
+
+
+def ref_saturation(img: torch.Tensor, factor: float) -> torch.Tensor:
+    h, s, v = ref_rgb_to_hsv(*img)
+    return ref_hsv_to_rgb(h, torch.clip(s * factor, 0.0, 1.0), v).clip(0.0, 1.0)
+
+
+def ref_hue(img: torch.Tensor, delta: float) -> torch.Tensor:
+    h, s, v = ref_rgb_to_hsv(*img)
+    return ref_hsv_to_rgb((h + delta) % 1.0, s, v).clip(0.0, 1.0)
+
+
+REF_JITTER = [ref_brightness, ref_contrast, ref_saturation, ref_hue]  # jitter_order's op indices
+
+
+def ref_grayscale(img: torch.Tensor) -> torch.Tensor:
+    weights = torch.tensor([0.2989, 0.5870, 0.1140])
+    return torch.tensordot(weights, img, dims=([0], [0])).expand(3, -1, -1)
+
+
+def ref_blur(img: torch.Tensor, sigma: float, radius: int | None = None) -> torch.Tensor:
+    """Official gaussian_blur: separable, "SAME" zero padding, radius from the image height
+    (``kernel_size = H / blur_divider``, ``radius = int(kernel_size / 2)``) unless given."""
+    if radius is None:
+        kernel_size = img.shape[1] / 10.0  # blur_divider=10.
+        radius = int(kernel_size / 2)
+    x = torch.arange(-radius, radius + 1).float()
+    f = torch.exp(-x**2 / (2.0 * sigma**2))
+    f = f / f.sum()
+    h, w = img.shape[1:]
+    padded = F.pad(img, (radius, radius, radius, radius))  # zeros
+    horiz = sum(f[t] * padded[:, :, t:t + w] for t in range(2 * radius + 1))  # (3, H + 2r, W)
+    return sum(f[t] * horiz[:, t:t + h, :] for t in range(2 * radius + 1))
+
+
+def ref_solarize(img: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    return torch.where(img < threshold, img, 1.0 - img)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,10 +233,12 @@ def test_crop_fallback_for_extreme_aspect_input() -> None:
     assert torch.allclose(box[:, 2], torch.full((16,), 4 * 4 / 3))  # width = height * max ratio
 
 
-def test_factor_and_sigma_ranges() -> None:
-    aug = BYOLAugment(32, jitter=(0.4, 0.3, 0.2, 0.1), blur_sigma=(0.5, 1.5))
+@pytest.mark.parametrize("style,brightness", [("torchvision", (0.6, 1.4)), ("byol", (-0.4, 0.4))])
+def test_factor_and_sigma_ranges(style: str, brightness: tuple[float, float]) -> None:
+    # torchvision's brightness is a factor around 1, the official one an additive delta.
+    aug = BYOLAugment(32, jitter=(0.4, 0.3, 0.2, 0.1), blur_sigma=(0.5, 1.5), jitter_style=style)
     p = aug.sample_params(4096, "cpu", gen())
-    for key, (lo, hi) in {"brightness": (0.6, 1.4), "contrast": (0.7, 1.3),
+    for key, (lo, hi) in {"brightness": brightness, "contrast": (0.7, 1.3),
                           "saturation": (0.8, 1.2), "hue": (-0.1, 0.1),
                           "sigma": (0.5, 1.5)}.items():
         v = p[key]
@@ -155,7 +247,8 @@ def test_factor_and_sigma_ranges() -> None:
 
 
 def test_brightness_factor_never_negative() -> None:
-    p = BYOLAugment(8, jitter=(1.5, 0, 0, 0)).sample_params(1024, "cpu", gen())
+    aug = BYOLAugment(8, jitter=(1.5, 0, 0, 0), jitter_style="torchvision")
+    p = aug.sample_params(1024, "cpu", gen())
     assert p["brightness"].min() >= 0.0 and p["brightness"].max() <= 2.5
 
 
@@ -229,13 +322,15 @@ def test_default_views_are_asymmetric() -> None:
         assert v.grayscale_p == 0.2 and v.flip_p == 0.5
         assert v.blur_kernel_size == 23 and v.blur_sigma == (0.1, 2.0)
         assert v.solarize_threshold == 0.5
+        assert v.jitter_style == "byol" and v.crop
 
 
 def test_small_preset() -> None:
     v1, v2 = default_views(32, preset="small")
     assert v1.blur_p == v2.blur_p == 0.0
-    assert v1.crop_scale == v2.crop_scale == (0.2, 1.0)
+    assert v1.crop_scale == v2.crop_scale == (0.08, 1.0)  # solo-learn asymmetric.yaml rrc
     assert (v1.solarize_p, v2.solarize_p) == (0.0, 0.2)
+    assert v1.jitter_style == v2.jitter_style == "torchvision"  # solo-learn's CIFAR recipe
 
 
 def test_default_views_overrides_apply_to_both_views_over_the_preset() -> None:
@@ -253,7 +348,11 @@ def test_default_blur_kernel_size() -> None:
     assert default_blur_kernel_size(224) == 23
     assert default_blur_kernel_size(96) == 9
     assert default_blur_kernel_size(32) == 3
+    assert default_blur_kernel_size(16) == 1  # official rule: no blur below 20 px
     assert all(default_blur_kernel_size(s) % 2 == 1 for s in range(1, 300))
+    # The official rule: kernel_size = H / blur_divider (10.0), radius = int(kernel_size / 2).
+    assert all(default_blur_kernel_size(s) == 2 * int(s / 10.0 / 2) + 1 for s in range(1, 1000))
+    assert BYOLAugment((40, 64)).blur_kernel_size == 5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,7 +362,8 @@ def test_default_blur_kernel_size() -> None:
 
 @pytest.mark.parametrize("backend", ["torch", "kornia"])
 def test_deterministic_with_generator(backend: str) -> None:
-    view = default_views(16, backend=backend)[1]
+    style = "torchvision" if backend == "kornia" else "byol"
+    view = default_views(16, backend=backend, jitter_style=style)[1]
     x = images(8, 20)
     a, b, c = view(x, gen(7)), view(x, gen(7)), view(x, gen(8))
     assert torch.equal(a, b)
@@ -271,7 +371,7 @@ def test_deterministic_with_generator(backend: str) -> None:
 
 
 def test_kornia_backend_leaves_global_rng_alone_with_generator() -> None:
-    view = default_views(16, backend="kornia")[0]
+    view = default_views(16, backend="kornia", jitter_style="torchvision")[0]
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
@@ -306,7 +406,8 @@ def test_non_rgb_works_without_colour_ops() -> None:
     dict(crop_ratio=(2.0, 1.0)), dict(flip_p=1.5), dict(jitter_p=-0.1), dict(blur_kernel_size=4),
     dict(blur_kernel_size=31), dict(blur_sigma=(0.0, 1.0)), dict(jitter=(0.4, 0.4, 0.2, 0.6)),
     dict(jitter=(0.4, 0.4, 0.2)), dict(backend="numpy"), dict(std=(0.0, 1.0, 1.0)),
-    dict(solarize_threshold=1.5), dict(mean=(0.5, 0.5)),
+    dict(solarize_threshold=1.5), dict(mean=(0.5, 0.5)), dict(jitter_style="tf"),
+    dict(crop="no"), dict(backend="kornia"),  # kornia cannot run the default "byol" jitter
 ])
 def test_bad_config_raises(kwargs: dict) -> None:
     with pytest.raises((ValueError, TypeError)):
@@ -410,13 +511,18 @@ def test_grayscale_matches_torchvision() -> None:
 
 
 @pytest.mark.parametrize("kernel_size", [3, 7, 23])
-def test_blur_matches_torchvision(kernel_size: int) -> None:
+def test_blur_matches_torchvision_away_from_the_border(kernel_size: int) -> None:
+    # Same kernels as torchvision; only the padding differs (zero as the official code vs
+    # torchvision's reflect), so pixels farther than the kernel radius from the border agree.
     sigma = torch.tensor([0.1, 0.7, 1.3, 2.0])
-    x = images(4, 24)
+    x = images(4, 48)
     y = gaussian_blur_per_image(x, sigma, kernel_size)
     ref = torch.stack([TF.gaussian_blur(x[i], [kernel_size, kernel_size], [float(s), float(s)])
                        for i, s in enumerate(sigma)])
-    torch.testing.assert_close(y, ref, atol=1e-5, rtol=0)
+    r = kernel_size // 2
+    inner = (..., slice(r, -r), slice(r, -r))
+    torch.testing.assert_close(y[inner], ref[inner], atol=1e-5, rtol=0)
+    assert (y[:, :, 0, 0] < ref[:, :, 0, 0] - 1e-3).any()  # zero padding darkens the corners
 
 
 def test_blur_rejects_kernel_too_large_for_image() -> None:
@@ -433,8 +539,10 @@ def test_solarize_matches_torchvision() -> None:
 
 
 def reference_pipeline(aug: BYOLAugment, x: torch.Tensor, p: dict) -> torch.Tensor:
-    """Image-by-image torchvision composition of the pipeline (identity crops only)."""
-    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    """Image-by-image composition of the pipeline (identity crops only): torchvision's colour
+    ops or the official ones (per ``aug.jitter_style``), the official zero-padded blur."""
+    ops = REF_JITTER if aug.jitter_style == "byol" else [
+        TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
     keys = ["brightness", "contrast", "saturation", "hue"]
     out = []
     for i in range(x.shape[0]):
@@ -445,33 +553,34 @@ def reference_pipeline(aug: BYOLAugment, x: torch.Tensor, p: dict) -> torch.Tens
             for op in p["jitter_order"][i].tolist():
                 img = ops[op](img, float(p[keys[op]][i]))
         if p["grayscale"][i]:
-            img = TF.rgb_to_grayscale(img, num_output_channels=3)
+            img = ref_grayscale(img)
         if p["blur"][i]:
-            k = aug.blur_kernel_size
-            img = TF.gaussian_blur(img, [k, k], [float(p["sigma"][i])] * 2)
+            img = ref_blur(img, float(p["sigma"][i]), radius=aug.blur_kernel_size // 2)
         if p["solarize"][i]:
-            img = TF.solarize(img, aug.solarize_threshold)
-        out.append(TF.normalize(img, list(IMAGENET_MEAN), list(IMAGENET_STD)))
+            img = ref_solarize(img, aug.solarize_threshold)
+        out.append(TF.normalize(img.clip(0.0, 1.0), aug.mean.tolist(), aug.std.tolist()))
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("style", ["torchvision", "byol"])
 @pytest.mark.parametrize("batch", [1, 6, 16])
-def test_full_pipeline_matches_per_image_torchvision(batch: int) -> None:
-    # Identity crops so torchvision needs no resampling; all other ops on with p in (0, 1).
+def test_full_pipeline_matches_per_image_reference(batch: int, style: str) -> None:
+    # Identity crops so the reference needs no resampling; all other ops on with p in (0, 1).
     aug = BYOLAugment(16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=(0.4, 0.4, 0.4, 0.2),
                       jitter_p=0.8, grayscale_p=0.3, blur_p=0.5, blur_kernel_size=5,
-                      solarize_p=0.5)
+                      solarize_p=0.5, jitter_style=style)
     x = images(batch, 16, seed=batch)
     p = aug.sample_params(batch, "cpu", gen(batch))
     torch.testing.assert_close(aug(x, params=p), reference_pipeline(aug, x, p), atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("style", ["torchvision", "byol"])
 @pytest.mark.parametrize("batch", [1, 7, 16])
-def test_sampled_fast_path_matches_explicit_params_path(batch: int) -> None:
+def test_sampled_fast_path_matches_explicit_params_path(batch: int, style: str) -> None:
     # forward() uses sample_params' buffer layout directly; transform() rebuilds it from the
-    # order. Both must give the per-image torchvision reference.
+    # order. Both must give the per-image reference.
     aug = BYOLAugment(12, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), blur_p=0.5,
-                      solarize_p=0.5, blur_kernel_size=3)
+                      solarize_p=0.5, blur_kernel_size=3, jitter_style=style)
     x = images(batch, 12, seed=batch)
     fast = aug(x, gen(batch))
     p = aug.sample_params(batch, "cpu", gen(batch), input_size=(12, 12))
@@ -480,9 +589,15 @@ def test_sampled_fast_path_matches_explicit_params_path(batch: int) -> None:
 
 
 def test_accelerator_code_path_matches_cpu_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    # On GPUs, ops with p < 1 run on the whole batch and select; force that path on CPU.
-    x = images(24, 20)
-    for view in default_views(16):
+    # On GPUs, ops with p < 1 run on the whole batch and select (and the official jitter is one
+    # fused pass per slot); force that path on CPU.
+    x = images(24, 28)
+    always = dict(jitter_p=1.0, grayscale_p=0.5, blur_p=0.5, solarize_p=0.5)
+    for view in (*default_views(24), *default_views(24, "small"), BYOLAugment(24, **always),
+                 BYOLAugment(24, **always, jitter_style="torchvision"), BYOLAugment(
+                     24, **always, jitter=(1.5, 1.5, 1.5, 0.5), crop=False, flip_p=0.5)):
+        if not view.crop:
+            x = x[..., :24, :24]
         subset = view(x, gen(4))
         monkeypatch.setattr(augment_module, "_subset_ops", lambda device: False)
         select = view(x, gen(4))
@@ -508,7 +623,8 @@ def test_cuda_matches_cpu_with_cpu_generator(backend: str) -> None:
 def test_jitter_random_order_matters_and_is_respected() -> None:
     # The same image with brightness 1.4 then saturation 0 vs saturation then brightness differ
     # (clamping); the pipeline must follow each image's own order.
-    aug = BYOLAugment(8, **{**PLAIN, "jitter_p": 1.0, "jitter": (0.4, 0.4, 1.0, 0.1)})
+    aug = BYOLAugment(8, **{**PLAIN, "jitter_p": 1.0, "jitter": (0.4, 0.4, 1.0, 0.1)},
+                      jitter_style="torchvision")
     x = images(1, 8).expand(2, -1, -1, -1).contiguous()
     p = aug.sample_params(2, "cpu", gen())
     p.update(brightness=torch.tensor([1.4, 1.4]), contrast=torch.ones(2),
@@ -524,7 +640,7 @@ def test_jitter_random_order_matters_and_is_respected() -> None:
 
 def test_edited_jitter_order_all_hue_in_one_slot() -> None:
     # More images share a hue slot than sample_params' layout allows: transform() re-lays them.
-    aug = BYOLAugment(8, **{**PLAIN, "jitter_p": 1.0})
+    aug = BYOLAugment(8, **{**PLAIN, "jitter_p": 1.0}, jitter_style="torchvision")
     x = images(5, 8)
     p = aug.sample_params(5, "cpu", gen())
     p["jitter_order"] = torch.tensor([[1, 2, 0, 3]]).expand(5, 4).clone()
@@ -538,8 +654,9 @@ def test_edited_jitter_order_all_hue_in_one_slot() -> None:
         aug(x, params=p)
 
 
-def test_images_without_jitter_are_unchanged_exactly() -> None:
-    aug = BYOLAugment(8, **{**PLAIN, "jitter_p": 0.5})
+@pytest.mark.parametrize("style", ["torchvision", "byol"])
+def test_images_without_jitter_are_unchanged_exactly(style: str) -> None:
+    aug = BYOLAugment(8, **{**PLAIN, "jitter_p": 0.5}, jitter_style=style)
     x = images(32, 8)
     p = aug.sample_params(32, "cpu", gen())
     y = aug(x, params=p)
@@ -547,6 +664,201 @@ def test_images_without_jitter_are_unchanged_exactly() -> None:
     assert off.any() and p["jitter"].any()
     torch.testing.assert_close(y[off], x[off], atol=1e-6, rtol=0)
     assert (y[~off] - x[~off]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+
+
+# ----------------------------------------------------------------------------------------------
+# jitter_style="byol", blur, grayscale and solarisation against the ports of the official code
+# ----------------------------------------------------------------------------------------------
+
+
+def one_op_view(op: int, strength: float, size: int = 12) -> BYOLAugment:
+    """Official jitter on every image with only op ``op`` non-trivial (the others draw identity
+    parameters: delta 0, factors 1, hue 0)."""
+    jitter = [0.0] * 4
+    jitter[op] = strength
+    return BYOLAugment(size, **{**PLAIN, "jitter_p": 1.0, "jitter": tuple(jitter)})
+
+
+# (op index in jitter_order, helper, reference, per-image values for the helper, strength).
+# Strengths above 1 give negative contrast / saturation factors, which the official code allows.
+BYOL_OPS = {
+    "brightness": (0, adjust_brightness_byol, ref_brightness,
+                   [-0.4, -0.13, 0.0, 0.05, 0.21, 0.4], 0.4),
+    "contrast": (1, adjust_contrast_byol, ref_contrast, [-0.5, 0.0, 0.3, 0.6, 1.0, 1.4, 2.0], 1.5),
+    "saturation": (2, adjust_saturation_byol, ref_saturation,
+                   [-0.5, 0.0, 0.3, 0.8, 1.0, 1.2, 2.0, 5.0], 1.5),
+    "hue": (3, adjust_hue, ref_hue, [-0.5, -0.31, -0.1, 0.0, 0.05, 0.1, 0.27, 0.5], 0.5),
+}
+# Brightness and contrast are plain arithmetic: float32 rounding only (measured 0 and 6e-8).
+# Saturation (6e-7) and hue go through the reference's HSV round trip while ours computes the
+# same values in closed form. For hue the round trip's hue, 1 / (6 * range) times a difference
+# plus an offset, is rounded and then multiplied back by 6 * chroma, which scales its rounding
+# error up: measured up to 1.4e-6, hence 2e-6 (still ~10 float32 ulps of values near 1).
+BYOL_ATOL = {"brightness": 1e-6, "contrast": 1e-6, "saturation": 1e-6, "hue": 2e-6}
+
+
+@pytest.mark.parametrize("name", list(BYOL_OPS))
+def test_byol_colour_op_matches_official_formula(name: str) -> None:
+    op, helper, ref, values, strength = BYOL_OPS[name]
+    values = torch.tensor(values)
+    x = images(len(values), 12)
+    x[:, :, 2, :6] = torch.eye(3).repeat(1, 2).T.reshape(6, 3).T.unsqueeze(0)  # pure primaries
+    expected = torch.stack([ref(x[i], float(v)) for i, v in enumerate(values)])
+    torch.testing.assert_close(helper(x, values), expected, atol=BYOL_ATOL[name], rtol=0)
+    # Inside the pipeline, with the per-image parameters it draws.
+    aug = one_op_view(op, strength)
+    x = images(32, 12, seed=op)
+    p = aug.sample_params(32, "cpu", gen(op))
+    expected = torch.stack([ref(x[i], float(p[name][i])) for i in range(32)])
+    torch.testing.assert_close(aug(x, params=p), expected, atol=BYOL_ATOL[name], rtol=0)
+
+
+def test_byol_full_jitter_with_fixed_orders_and_factors() -> None:
+    orders = list(itertools.permutations(range(4)))  # all 24 orders, one image each
+    b = len(orders)
+    aug = BYOLAugment(12, **{**PLAIN, "jitter_p": 1.0})
+    assert aug.jitter_style == "byol"
+    x = images(b, 12)
+    p = aug.sample_params(b, "cpu", gen())
+    p.update(jitter_order=torch.tensor(orders), brightness=torch.linspace(-0.4, 0.4, b),
+             contrast=torch.linspace(1.4, 0.6, b), saturation=torch.linspace(0.8, 1.2, b).roll(7),
+             hue=torch.linspace(-0.1, 0.1, b).roll(13))
+    keys = ["brightness", "contrast", "saturation", "hue"]
+    expected = []
+    for i, order in enumerate(orders):
+        img = x[i]
+        for op in order:
+            img = REF_JITTER[op](img, float(p[keys[op]][i]))
+        expected.append(img)
+    expected = torch.stack(expected)
+    torch.testing.assert_close(aug(x, params=p), expected, atol=2e-6, rtol=0)  # hue, see above
+    # The order matters, so this also checks that each image follows its own.
+    first_order = torch.stack([REF_JITTER[0](REF_JITTER[1](REF_JITTER[2](REF_JITTER[3](
+        x[i], float(p["hue"][i])), float(p["saturation"][i])), float(p["contrast"][i])),
+        float(p["brightness"][i])) for i in range(b)])
+    assert (first_order - expected).abs().amax(dim=(1, 2, 3)).max() > 0.01
+
+
+def test_byol_jitter_gate_and_random_order_through_forward() -> None:
+    # forward() with its own draws (p in (0, 1)) equals the per-image reference.
+    aug = BYOLAugment(12, **{**PLAIN, "jitter_p": 0.7, "grayscale_p": 0.3})
+    x = images(40, 12)
+    p = aug.sample_params(40, "cpu", gen(3), input_size=(12, 12))
+    torch.testing.assert_close(aug(x, gen(3)), reference_pipeline(aug, x, p), atol=2e-6, rtol=0)
+
+
+def test_grayscale_matches_official_formula() -> None:
+    x = images(4, 10)
+    expected = torch.stack([ref_grayscale(img) for img in x])
+    torch.testing.assert_close(rgb_to_grayscale(x).expand_as(x), expected, atol=1e-6, rtol=0)
+    aug = BYOLAugment(10, **{**PLAIN, "grayscale_p": 1.0})
+    torch.testing.assert_close(aug(x, gen()), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("size", [16, 24, 40, 64])
+def test_blur_matches_official_zero_padding_and_kernel_rule(size: int) -> None:
+    # Default kernel (the official H / 10 rule): 1 (no blur), 3, 5 and 7 taps.
+    aug = BYOLAugment(size, **{**PLAIN, "blur_p": 1.0})
+    assert aug.blur_kernel_size == 2 * int(size / 10.0 / 2) + 1
+    x = images(4, size)
+    p = aug.sample_params(4, "cpu", gen())
+    expected = torch.stack([ref_blur(x[i], float(p["sigma"][i])) for i in range(4)])
+    torch.testing.assert_close(aug(x, params=p), expected, atol=1e-6, rtol=0)
+    if size == 16:
+        assert torch.equal(aug(x, params=p), x)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 7, 23])
+def test_blur_helper_matches_official_formula(kernel_size: int) -> None:
+    sigma = torch.tensor([0.1, 0.7, 1.3, 2.0])
+    x = images(4, 24)
+    expected = torch.stack([ref_blur(x[i], float(s), radius=kernel_size // 2)
+                            for i, s in enumerate(sigma)])
+    torch.testing.assert_close(gaussian_blur_per_image(x, sigma, kernel_size), expected,
+                               atol=1e-6, rtol=0)
+
+
+def test_solarize_matches_official_formula() -> None:
+    x = images(4, 8)
+    x[:, 0, 2, :3] = torch.tensor([0.4999, 0.5, 0.5001])
+    expected = torch.stack([ref_solarize(img) for img in x])
+    assert torch.equal(solarize(x), expected)
+    aug = BYOLAugment(8, **{**PLAIN, "solarize_p": 1.0})
+    assert torch.equal(aug(x, gen()), expected)
+
+
+def test_byol_jitter_is_stronger_than_torchvision_on_photos() -> None:
+    # Behavioural check of which formulas run: with the same numbers (0.4, 0.4, 0.2, 0.1) the
+    # official jitter changes real photos about twice as much as torchvision's (measured 0.165
+    # vs 0.089 mean absolute change per pixel value).
+    datasets = pytest.importorskip("sklearn.datasets")
+    photos = torch.stack([torch.tensor(im).permute(2, 0, 1)
+                          for im in datasets.load_sample_images().images]).float() / 255
+    x = F.interpolate(photos, size=(48, 72), mode="area").repeat(64, 1, 1, 1)  # 128 images
+    change = {}
+    for style in ("torchvision", "byol"):
+        aug = BYOLAugment((48, 72), **{**PLAIN, "jitter_p": 1.0}, jitter_style=style, crop=False)
+        assert aug.jitter == (0.4, 0.4, 0.2, 0.1)
+        change[style] = float((aug(x, gen()) - x).abs().mean())
+    assert change["torchvision"] > 0.02
+    assert change["byol"] > 1.5 * change["torchvision"], change
+
+
+# ----------------------------------------------------------------------------------------------
+# crop=False: inputs already cropped and resized by the data-loading workers
+# ----------------------------------------------------------------------------------------------
+
+
+def test_no_crop_identity_returns_the_normalised_input() -> None:
+    x = images(6, 16, 20)
+    off = dict(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+    y = BYOLAugment((16, 20), **off, crop=False)(x, gen())
+    torch.testing.assert_close(y, (x - MEAN) / STD, atol=1e-6, rtol=0)
+    assert torch.equal(BYOLAugment((16, 20), **PLAIN, crop=False)(x, gen()), x)
+    half = BYOLAugment((16, 20), **PLAIN, crop=False)(x.half(), gen())
+    assert half.dtype == torch.float16 and torch.equal(half, x.half())
+
+
+def test_no_crop_flips_each_image_at_flip_p(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_grid_sample(*args, **kwargs):
+        raise AssertionError("crop=False must not resample")
+
+    monkeypatch.setattr(augment_module.F, "grid_sample", no_grid_sample)
+    aug = BYOLAugment(8, **{**PLAIN, "flip_p": 0.5}, crop=False)
+    x = images(2048, 8)
+    p = aug.sample_params(2048, "cpu", gen())
+    y = aug(x, params=p)
+    f = p["flip"]
+    assert torch.equal(y[f], x[f].flip(-1)) and torch.equal(y[~f], x[~f])
+    y = aug(x, gen(1))
+    flipped = (y == x.flip(-1)).flatten(1).all(dim=1)
+    assert ((y == x).flatten(1).all(dim=1) | flipped).all()
+    assert abs(flipped.float().mean() - 0.5) < 0.04  # 5 binomial sd at n=2048 is 0.055
+    assert torch.equal(BYOLAugment(8, **{**PLAIN, "flip_p": 1.0}, crop=False)(x), x.flip(-1))
+
+
+def test_no_crop_rest_of_the_pipeline_unchanged() -> None:
+    # Same draws as an identity crop: the same views, without the resampling.
+    x = images(16, 24)
+    for cropped, uncropped in zip(default_views(24, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)),
+                                  default_views(24, crop=False)):
+        torch.testing.assert_close(uncropped(x, gen(2)), cropped(x, gen(2)), atol=1e-5, rtol=0)
+
+
+def test_no_crop_rejects_inputs_of_another_size() -> None:
+    aug = BYOLAugment((16, 12), crop=False)
+    with pytest.raises(ValueError, match=r"\(16, 12\).*\(20, 20\)"):
+        aug(images(2, 20))
+    with pytest.raises(ValueError, match=r"\(16, 12\).*\(12, 16\)"):
+        aug(images(2, 12, 16))
+
+
+def test_no_crop_kornia_backend() -> None:
+    x = images(4, 16)
+    aug = BYOLAugment(16, **PLAIN, crop=False, backend="kornia")
+    torch.testing.assert_close(aug(x, gen()), x, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="image_size"):
+        aug(images(4, 20))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -561,9 +873,28 @@ def test_kornia_backend_runs_with_per_image_crops() -> None:
     y = crops_only(x, gen()).flatten(1)
     assert y.shape == (8, 3 * 16 * 16)
     assert torch.cdist(y, y)[~torch.eye(8, dtype=torch.bool)].min() > 1e-3
-    for view in default_views(16, backend="kornia"):
+    for view in default_views(16, backend="kornia", jitter_style="torchvision"):
         z = unnormalise(view(x, gen()))
         assert z.shape == (8, 3, 16, 16) and z.min() >= -1e-4 and z.max() <= 1 + 1e-4
+
+
+def test_kornia_backend_rejects_byol_jitter() -> None:
+    with pytest.raises(ValueError, match="jitter_style='torchvision'"):
+        BYOLAugment(16, backend="kornia")
+    with pytest.raises(ValueError, match="kornia"):
+        default_views(16, backend="kornia")
+    # Without jitter the style does not matter; with the override both views build.
+    assert BYOLAugment(16, backend="kornia", jitter_p=0.0).backend == "kornia"
+    assert all(v.jitter_style == "torchvision"
+               for v in default_views(16, backend="kornia", jitter_style="torchvision"))
+
+
+def test_kornia_blur_pads_with_zeros() -> None:
+    aug = BYOLAugment(24, **{**PLAIN, "blur_p": 1.0, "blur_sigma": (1.5, 1.5)}, backend="kornia")
+    x = torch.ones(2, 3, 24, 24)
+    y = aug(x, gen())
+    expected = ref_blur(x[0], 1.5)
+    torch.testing.assert_close(y, expected.expand_as(y), atol=1e-5, rtol=0)
 
 
 def test_kornia_solarize_uses_paper_threshold() -> None:
@@ -574,10 +905,11 @@ def test_kornia_solarize_uses_paper_threshold() -> None:
 
 def test_backends_agree_in_distribution() -> None:
     """Pixel mean and std over many views agree between backends (loose: the draws differ)."""
-    x = images(256, 24)
+    x = images(256, 28)
     stats = {}
     for backend in ("torch", "kornia"):
-        z = torch.cat([unnormalise(v(x, gen(5))) for v in default_views(16, backend=backend)])
+        views = default_views(24, backend=backend, jitter_style="torchvision")
+        z = torch.cat([unnormalise(v(x, gen(5))) for v in views])
         stats[backend] = torch.stack([z.mean(), z.std()])
     torch.testing.assert_close(stats["torch"], stats["kornia"], atol=0.03, rtol=0)
 

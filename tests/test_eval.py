@@ -1,6 +1,9 @@
-"""kNN against a brute-force reference, feature extraction, linear probe, frozen-backbone check."""
+"""kNN against a brute-force reference, feature extraction, linear probes and the LR sweep (exact
+equivalence with separate runs, the paper's optimiser and schedule), frozen-backbone check."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -8,12 +11,23 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from byol_pytorch.eval import (
+    PAPER_LINEAR_EVAL,
+    LinearHeads,
     check_frozen,
     extract_features,
     knn_accuracy,
     knn_predict,
+    linear_heads_loss,
     linear_probe_accuracy,
+    linear_probe_optimizer,
+    linear_probe_step,
+    linear_probe_sweep,
+    scale_lr,
+    set_probe_lr,
+    summarize_sweep,
+    topk_hits,
     train_linear_probe,
+    train_linear_probes,
 )
 
 
@@ -260,6 +274,181 @@ def test_linear_probe_errors() -> None:
         train_linear_probe(feats, labels, 2, lr=-1.0)
     with pytest.raises(ValueError, match="integer \\(N,\\) tensor"):
         train_linear_probe(feats, labels.float(), 2)
+
+
+# ----------------------------------------------------------------------------- LR sweep
+@pytest.mark.parametrize("kwargs", [dict(), dict(weight_decay=5e-4, normalize=True),
+                                    dict(optimizer="adamw"), dict(batch_size=7)])
+def test_sweep_heads_equal_separate_runs(kwargs: dict) -> None:
+    """k heads in one pass == each head trained alone (same LR, seed, batch order): bit-exact."""
+    train, train_y, _, _ = _separable(2, n_train=200)
+    lrs = [1e-3, 0.05, 0.5, 2.0] if kwargs.get("optimizer") != "adamw" else [1e-4, 1e-2, 0.1]
+    common = dict(epochs=3, batch_size=32, progress=False, seed=4)
+    common.update(kwargs)
+    heads = train_linear_probes(train, train_y, 6, lrs=lrs, **common)
+    assert isinstance(heads, LinearHeads) and len(heads) == len(lrs) and not heads.training
+    for i, lr in enumerate(lrs):
+        alone = train_linear_probe(train, train_y, 6, lr=lr, **common)
+        assert torch.equal(heads[i].weight, alone.weight), f"head {i} (lr {lr}) differs"
+        assert torch.equal(heads[i].bias, alone.bias), f"head {i} (lr {lr}) differs"
+    assert not torch.equal(heads[0].weight, heads[-1].weight)  # the LRs did matter
+
+
+def test_sweep_accuracies_equal_separate_runs() -> None:
+    train, train_y, test, test_y = _separable(3, n_train=300, n_test=100)
+    lrs = [0.01, 0.1, 1.0]
+    kw = dict(epochs=4, batch_size=64, progress=False, seed=1)
+    sweep = linear_probe_sweep(train, train_y, test, test_y, 6, lrs=lrs, **kw)
+    assert sweep["lrs"] == lrs and len(sweep["linear_top1_per_lr"]) == 3
+    for i, lr in enumerate(lrs):
+        alone = linear_probe_accuracy(train, train_y, test, test_y, 6, lr=lr, **kw)
+        assert sweep["linear_top1_per_lr"][i] == alone["linear_top1"]
+        assert sweep["linear_top5_per_lr"][i] == alone["linear_top5"]
+
+
+def test_manual_loop_with_library_pieces_matches_train_linear_probes() -> None:
+    """The augmented protocol's loop (LinearHeads + linear_probe_optimizer + linear_probe_step)
+    trains exactly what train_linear_probes trains on the same batches."""
+    train, train_y, _, _ = _separable(5, n_train=96)
+    lrs = [0.1, 1.0]
+    expected = train_linear_probes(train, train_y, 6, lrs=lrs, epochs=2, batch_size=32,
+                                   progress=False, seed=9)
+    gen = torch.Generator().manual_seed(9)
+    heads = LinearHeads(12, 6, 2, generator=gen)
+    opt = linear_probe_optimizer(heads, lrs)
+    step, total = 0, 2 * 3
+    for _ in range(2):
+        perm = torch.randperm(96, generator=gen)
+        for start in range(0, 96, 32):
+            idx = perm[start:start + 32]
+            linear_probe_step(heads, opt, train[idx], train_y[idx], step, total)
+            step += 1
+    for got, want in zip(heads.heads, expected.heads):
+        assert torch.equal(got.weight, want.weight) and torch.equal(got.bias, want.bias)
+
+
+def test_heads_start_equal_and_leave_global_rng() -> None:
+    rng = torch.get_rng_state()
+    heads = LinearHeads(10, 4, 3, seed=2)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(torch.equal(h.weight, heads[0].weight) for h in heads.heads)
+    assert all(not h.bias.any() for h in heads.heads)
+    assert 0.005 < heads[0].weight.std() < 0.02  # N(0, 0.01)
+    assert heads(torch.randn(5, 10)).shape == (3, 5, 4)
+
+
+def test_paper_optimizer_and_schedule_match_the_reference() -> None:
+    """SGD, Nesterov momentum 0.9, no weight decay, LR 0.2 x batch / 256, cosine to 0 without
+    warm-up (deepmind-research byol/configs/eval.py, byol/utils/schedules.py)."""
+    ref = PAPER_LINEAR_EVAL
+    assert (ref["base_lr"], ref["batch_size"], ref["epochs"]) == (0.2, 1024, 80)
+    assert (ref["momentum"], ref["nesterov"], ref["weight_decay"], ref["warmup_steps"]) == \
+        (0.9, True, 0.0, 0)
+    peak = scale_lr(ref["base_lr"], ref["batch_size"])
+    assert peak == pytest.approx(0.8) and scale_lr(0.2, 256) == pytest.approx(0.2)
+    assert scale_lr(0.1, 4096) == pytest.approx(1.6)
+    heads = LinearHeads(16, 10, 3)
+    opt = linear_probe_optimizer(heads, [scale_lr(b, 1024) for b in (0.1, 0.2, 0.4)])
+    assert type(opt) is torch.optim.SGD and len(opt.param_groups) == 3
+    for group, head, base in zip(opt.param_groups, heads.heads, (0.1, 0.2, 0.4)):
+        assert group["nesterov"] is True and group["momentum"] == 0.9
+        assert group["weight_decay"] == 0.0 and group["dampening"] == 0.0
+        assert group["peak_lr"] == pytest.approx(base * 4)
+        assert {id(p) for p in group["params"]} == {id(head.weight), id(head.bias)}
+    total = 80 * 1251  # 80 epochs of ImageNet at batch 1024
+    official = [0.8 * 0.5 * (1 + math.cos(math.pi * s / total)) for s in range(0, total + 1, 997)]
+    ours = [set_probe_lr(opt, s, total)[1] for s in range(0, total + 1, 997)]
+    assert ours == pytest.approx(official, rel=1e-12, abs=1e-15)
+    assert set_probe_lr(opt, 0, total) == pytest.approx([0.4, 0.8, 1.6])  # no warm-up
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.4, 0.8, 1.6])
+    assert set_probe_lr(opt, total // 2, total) == pytest.approx([0.2, 0.4, 0.8])
+    assert set_probe_lr(opt, total, total) == [0.0, 0.0, 0.0]  # ends at 0
+    assert 0 < set_probe_lr(opt, total - 1, total)[1] < 1e-6
+
+
+def test_best_lr_is_the_most_accurate_head() -> None:
+    """A too-small LR has not left the N(0, 0.01) initialisation after a few epochs."""
+    train, train_y, test, test_y = _separable(6, n_train=600, n_test=300)
+    sweep = linear_probe_sweep(train, train_y, test, test_y, 6, lrs=[1e-6, 0.5, 1e-5],
+                               epochs=5, batch_size=64, progress=False)
+    small, good, smaller = sweep["linear_top1_per_lr"]
+    assert good >= 85.0 and max(small, smaller) < 50.0
+    assert sweep["best_index"] == 1 and sweep["best_lr"] == 0.5
+    assert sweep["linear_top1"] == good and sweep["linear_top5"] == sweep["linear_top5_per_lr"][1]
+
+
+def test_summarize_sweep_ties_and_errors() -> None:
+    out = summarize_sweep([0.1, 0.2, 0.4], [50.0, 70.0, 70.0], [90.0, 95.0, 99.0])
+    assert out["best_index"] == 1 and out["best_lr"] == 0.2  # ties: the first listed
+    assert out["linear_top1"] == 70.0 and out["linear_top5"] == 95.0
+    assert "linear_top5" not in summarize_sweep([0.1], [40.0])
+    with pytest.raises(ValueError, match="one accuracy per learning rate"):
+        summarize_sweep([0.1, 0.2], [50.0])
+    with pytest.raises(ValueError, match="one accuracy per learning rate"):
+        summarize_sweep([], [])
+
+
+def test_topk_hits_counts_per_head() -> None:
+    logits = torch.tensor([[[3.0, 2.0, 1.0], [0.0, 1.0, 2.0]],
+                           [[1.0, 2.0, 3.0], [2.0, 1.0, 0.0]]])  # (H=2, B=2, C=3)
+    labels = torch.tensor([1, 2])
+    assert topk_hits(logits, labels, top=2).tolist() == [[1, 2], [0, 1]]
+    assert topk_hits(logits, labels, top=1).tolist() == [[1, 1], [0, 0]]
+    with pytest.raises(ValueError, match="\\(H, B, C\\)"):
+        topk_hits(logits[0], labels)
+    with pytest.raises(ValueError, match="\\(H, B, C\\)"):
+        linear_heads_loss(logits, labels[:1])
+
+
+@pytest.mark.parametrize("lrs, match", [
+    ([], "non-empty sequence"),
+    ((), "non-empty sequence"),
+    ("0.1", "non-empty sequence"),
+    ([0.1, 0.0], "lrs must be > 0"),
+    ([-0.1], "lrs must be > 0"),
+    ([float("nan")], "lrs must be > 0 and finite"),
+    ([float("inf")], "lrs must be > 0 and finite"),
+    ([True], "lrs must be > 0"),
+])
+def test_sweep_rejects_bad_learning_rates(lrs, match: str) -> None:
+    feats, labels = torch.randn(8, 4), torch.arange(8) % 2
+    with pytest.raises(ValueError, match=match):
+        train_linear_probes(feats, labels, 2, lrs=lrs, progress=False)
+    with pytest.raises(ValueError, match=match):
+        linear_probe_sweep(feats, labels, feats, labels, 2, lrs=lrs, progress=False)
+
+
+def test_sweep_input_errors() -> None:
+    feats, labels = torch.randn(8, 4), torch.arange(8) % 2
+    with pytest.raises(ValueError, match="8 train features but 7 train labels"):
+        train_linear_probes(feats, labels[:7], 2, lrs=[0.1])
+    with pytest.raises(ValueError, match="7 test features but 8 test labels"):
+        linear_probe_sweep(feats, labels, feats[:7], labels, 2, lrs=[0.1])
+    with pytest.raises(ValueError, match="feature sizes differ"):
+        linear_probe_sweep(feats, labels, torch.randn(8, 5), labels, 2, lrs=[0.1])
+    with pytest.raises(ValueError, match="test set is empty"):
+        linear_probe_sweep(feats, labels, feats[:0], labels[:0], 2, lrs=[0.1])
+    with pytest.raises(ValueError, match="train_features is empty"):
+        train_linear_probes(feats[:0], labels[:0], 2, lrs=[0.1])
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        train_linear_probes(feats, labels, 0, lrs=[0.1])
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        train_linear_probes(feats, labels, 2, lrs=[0.1], batch_size=0)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        train_linear_probes(feats, labels, 2, lrs=[0.1], weight_decay=-1.0)
+    heads = LinearHeads(4, 2, 2)
+    with pytest.raises(ValueError, match="1 learning rates for 2 heads"):
+        linear_probe_optimizer(heads, [0.1])
+    with pytest.raises(TypeError, match="LinearHeads"):
+        linear_probe_optimizer(nn.Linear(4, 2), [0.1])
+    with pytest.raises(ValueError, match="peak_lr"):
+        set_probe_lr(torch.optim.SGD(nn.Linear(4, 2).parameters(), lr=0.1), 0, 10)
+    with pytest.raises(ValueError, match="num_heads must be a positive int"):
+        LinearHeads(4, 2, 0)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        scale_lr(0.2, 0)
+    with pytest.raises(ValueError, match="base_lr must be > 0"):
+        scale_lr(-0.2, 256)
 
 
 def _snapshot(model: nn.Module) -> dict:

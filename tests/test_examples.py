@@ -8,6 +8,7 @@ shared mini CIFAR-10 if it exists and skips otherwise).
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -149,14 +150,40 @@ def test_knn_eval_on_full_checkpoint(folder_run, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["features", "augment"])
 def test_linear_eval_on_full_checkpoint(folder_run, tmp_path, protocol):
+    """An LR sweep on the colour-coded folder: one accuracy per LR, the best, all above chance."""
     out = tmp_path / "linear.json"
+    base_lrs = [8.0, 32.0, 128.0]  # x batch 8 / 256: peak LRs 0.25, 1, 4
     proc = run_script("linear_eval.py", "--checkpoint", folder_run / "checkpoint.pt",
-                      "--protocol", protocol, "--epochs", "3", "--probe-batch-size", "8",
-                      "--workers", "0", "--output", out)
-    assert "linear top-1" in proc.stdout
+                      "--protocol", protocol, "--epochs", "10", "--probe-batch-size", "8",
+                      "--lrs", *map(str, base_lrs), "--workers", "0", "--output", out)
+    assert "linear top-1" in proc.stdout and "best of 3 LRs" in proc.stdout
+    assert proc.stdout.count("<- best") == 1
     result = json.loads(out.read_text())
-    assert 0 <= result["linear_top1"] <= 100 and result["backbone_frozen"] is True
-    assert result["protocol"] == protocol and result["num_classes"] == 3
+    assert result["base_lrs"] == base_lrs and result["lrs"] == pytest.approx([0.25, 1.0, 4.0])
+    per_lr = result["linear_top1_per_lr"]
+    # 3 classes: chance is 33.3 %; 6 validation images, so > 50 % is at least 4 of them right
+    assert len(per_lr) == 3 and all(acc > 50.0 for acc in per_lr), per_lr
+    best = result["best_index"]
+    assert result["linear_top1"] == max(per_lr) == per_lr[best] and result["linear_top1"] >= 80.0
+    assert result["best_lr"] == result["lrs"][best]
+    assert result["best_base_lr"] == base_lrs[best]
+    assert "linear_top5" not in result  # top-5 is meaningless with 3 classes
+    assert result["backbone_frozen"] is True and result["protocol"] == protocol
+    assert result["num_classes"] == 3 and result["num_val"] == 6
+    assert (result["epochs"], result["probe_batch_size"], result["weight_decay"]) == (10, 8, 0.0)
+    assert result["momentum"] == 0.9 and result["nesterov"] is True
+
+
+@pytest.mark.slow
+def test_linear_eval_protocol_follows_the_checkpoints_preset(folder_run):
+    """The folder run used the imagenet preset: --protocol auto picks the paper's protocol."""
+    linear_eval = importlib.import_module("linear_eval")
+    assert linear_eval.pretraining_preset(folder_run / "checkpoint.pt") == "imagenet"
+    assert linear_eval.pretraining_preset(folder_run / "backbone.pt") == "imagenet"  # args.json
+    args = linear_eval.get_args_parser().parse_args(["--checkpoint", "unused"])
+    args = linear_eval.resolve_args(args, linear_eval.pretraining_preset(
+        folder_run / "checkpoint.pt"))
+    assert args.protocol == "augment"
 
 
 @pytest.mark.slow
@@ -282,7 +309,7 @@ def test_pretrain_rejects_bad_arguments(argv, world, message, monkeypatch, capsy
 
 @pytest.mark.parametrize("argv, crop_min_scale, flip_p", [
     (["--dataset", "digits"], 0.4, 0.0),  # digit-safe views
-    (["--dataset", "npz", "--data-path", "NPZ"], 0.2, 0.5),  # the small preset
+    (["--dataset", "npz", "--data-path", "NPZ"], 0.08, 0.5),  # the small preset (solo-learn)
     (["--dataset", "folder", "--data-path", "FOLDER"], 0.08, 0.5),  # the paper's
     (["--dataset", "digits", "--crop-min-scale", "0.3", "--flip-p", "0.5"], 0.3, 0.5),
 ])
@@ -347,13 +374,15 @@ def test_split_is_deterministic_and_disjoint():
 
 def test_digits_dataset_is_uint8_rgb_and_split():
     data = importlib.import_module("data")
-    pretrain_set, classes = data.build_dataset("digits", None, "pretrain",
-                                               data.pretrain_transform(16))
+    crops = data.PretrainViews(16)
+    pretrain_set, classes = data.build_dataset("digits", None, "pretrain", crops)
     val_set, _ = data.build_dataset("digits", None, "val", data.eval_transform(16))
-    image, label = pretrain_set[0]
-    assert image.dtype == torch.uint8 and image.shape == (3, 16, 16) and 0 <= label < 10
+    views, label = data.SeededViews(pretrain_set, crops)[(0, 123)]
+    assert views.dtype == torch.uint8 and views.shape == (2, 3, 16, 16) and 0 <= label < 10
+    image, _ = val_set[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 16, 16)
     assert classes == 10 and len(pretrain_set) + len(val_set) == 1797
-    assert type(image) is torch.Tensor  # plain tensors collate and pickle cheaply
+    assert type(views) is torch.Tensor and type(image) is torch.Tensor  # collate, pickle cheaply
 
 
 def test_mini_cifar_npz_loads():
@@ -392,3 +421,139 @@ def test_truncate_log_drops_records_past_the_checkpoint(tmp_path):
     common.truncate_log(tmp_path / "log.csv", "step", 3)
     assert [r["step"] for r in read_jsonl(tmp_path / "log.jsonl")] == [1, 2, 3]
     assert (tmp_path / "log.csv").read_text().splitlines()[-1].startswith("3,")
+
+
+# ----------------------------------------------------------------------------- linear evaluation
+@pytest.mark.parametrize("preset, protocol", [("imagenet", "augment"), ("small", "features"),
+                                              (None, "features")])
+def test_linear_eval_defaults_are_the_papers(preset, protocol):
+    """byol/configs/eval.py: 80 epochs, SGD Nesterov 0.9, base LR 0.2 x batch/256, no warm-up,
+    no weight decay; batch 1024 (BYOL App. C.1). Only the protocol depends on the preset."""
+    linear_eval = importlib.import_module("linear_eval")
+    args = linear_eval.get_args_parser().parse_args(["--checkpoint", "unused"])
+    args = linear_eval.resolve_args(args, preset)
+    assert args.protocol == protocol and args.epochs == 80 and args.probe_batch_size == 1024
+    assert args.base_lrs == [0.2] and args.peak_lrs == pytest.approx([0.8])
+    assert args.weight_decay == 0.0
+
+
+@pytest.mark.parametrize("argv, protocol, base_lrs, peak_lrs", [
+    (["--protocol", "features"], "features", [0.2], [0.8]),
+    (["--lr", "0.1", "--probe-batch-size", "512"], "augment", [0.1], [0.2]),
+    (["--lrs", "0.05", "0.1", "0.4", "--probe-batch-size", "256"], "augment", [0.05, 0.1, 0.4],
+     [0.05, 0.1, 0.4]),
+])
+def test_linear_eval_lr_flags_are_base_lrs(argv, protocol, base_lrs, peak_lrs):
+    linear_eval = importlib.import_module("linear_eval")
+    args = linear_eval.get_args_parser().parse_args(["--checkpoint", "unused", *argv])
+    args = linear_eval.resolve_args(args, "imagenet")
+    assert args.protocol == protocol and args.base_lrs == base_lrs
+    assert args.peak_lrs == pytest.approx(peak_lrs)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lrs", "0.1", "-0.2"], "learning rates must be > 0"),
+    (["--lr", "0"], "learning rates must be > 0"),
+    (["--lr", "nan"], "learning rates must be > 0"),
+    (["--epochs", "0"], "--epochs"),
+    (["--weight-decay", "-1"], "--weight-decay"),
+])
+def test_linear_eval_rejects_bad_arguments(argv, message, capsys):
+    linear_eval = importlib.import_module("linear_eval")
+    args = linear_eval.get_args_parser().parse_args(["--checkpoint", "unused", *argv])
+    with pytest.raises(SystemExit) as exc:
+        linear_eval.resolve_args(args, None)
+    assert exc.value.code not in (0, None) and message in capsys.readouterr().err
+
+
+def test_linear_eval_lr_and_lrs_are_exclusive(capsys):
+    linear_eval = importlib.import_module("linear_eval")
+    with pytest.raises(SystemExit):
+        linear_eval.get_args_parser().parse_args(["--checkpoint", "x", "--lr", "0.1", "--lrs",
+                                                  "0.2"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def _gradient_image(height: int, width: int) -> torch.Tensor:
+    """uint8 (3, H, W): red grows left to right, green top to bottom (every crop/flip shows)."""
+    cols = torch.linspace(0, 255, width).round().to(torch.uint8).expand(height, width)
+    rows = torch.linspace(0, 255, height).round().to(torch.uint8).unsqueeze(1).expand(height,
+                                                                                       width)
+    return torch.stack([cols, rows, torch.full((height, width), 128, dtype=torch.uint8)])
+
+
+def test_linear_eval_augment_views_random_train_deterministic_eval():
+    linear_eval = importlib.import_module("linear_eval")
+    train_view, val_view = linear_eval.protocol_views("augment")
+    image = _gradient_image(40, 48)
+    crop = train_view(16)
+    first, second = crop(image), crop(image)
+    assert first.shape == second.shape == (3, 16, 16) and first.dtype == torch.uint8
+    assert not torch.equal(first, second)  # two passes over one image: two different crops
+    views = [crop(image) for _ in range(40)]
+    assert len({v.numpy().tobytes() for v in views}) == 40
+    mirrored = [bool(v[0, :, 0].float().mean() > v[0, :, -1].float().mean()) for v in views]
+    assert 5 <= sum(mirrored) <= 35  # random horizontal flips, p = 0.5
+    sides = [int((v[0] > 0).sum()) for v in views]  # crops of different scales: other ramps
+    assert len(set(sides)) > 1 or len({int(v[0].max()) - int(v[0].min()) for v in views}) > 1
+    # Evaluation: deterministic, whatever the RNG; the official geometry (centre 224/256 of the
+    # short side, offsets ((size - crop) + 1) // 2, resize to 224: a no-op here).
+    centre = val_view(16, 20)
+    torch.manual_seed(1)
+    a = centre(image)
+    torch.manual_seed(2)
+    assert torch.equal(a, centre(image)) and a.shape == (3, 16, 16) and a.dtype == torch.uint8
+    big = torch.randint(0, 256, (3, 256, 300), dtype=torch.uint8)
+    assert torch.equal(val_view(224, 256)(big), big[:, 16:240, 38:262])
+    assert linear_eval.protocol_views("features") == (None, None)
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        linear_eval.protocol_views("auto")
+
+
+class _CountingEncoder(nn.Module):
+    """A fixed random projection of the images that counts its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(3 * 4 * 4, 8)
+        with torch.no_grad():  # the same projection in every run, whatever the global RNG
+            self.proj.weight.copy_(torch.randn(8, 48, generator=torch.Generator().manual_seed(1)))
+            self.proj.bias.zero_()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.proj(x.float().flatten(1))  # uint8 or float in [0, 1], as EvalEncoder
+
+
+def _run_augment_protocol(lrs: list[float]):
+    """train_heads_augmented + evaluate of linear_eval.py on 24 colour-coded 4x4 images."""
+    from torch.utils.data import TensorDataset
+
+    common = importlib.import_module("common")
+    linear_eval = importlib.import_module("linear_eval")
+    rng = np.random.default_rng(0)
+    labels = np.arange(24) % 3
+    images = np.concatenate([_class_images(rng, int(y), 1, 4) for y in labels])
+    data = TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
+    encoder = _CountingEncoder()
+    setup = common.EvalSetup(encoder, data, data, 3, {})
+    args = argparse.Namespace(amp="off", seed=0, probe_batch_size=8, workers=0, epochs=2,
+                              weight_decay=0.0, peak_lrs=lrs, batch_size=16)
+    run = common.DistInfo(0, 0, 1, torch.device("cpu"))
+    heads = linear_eval.train_heads_augmented(setup, run, args)
+    train_calls = encoder.calls
+    return heads, train_calls, linear_eval.evaluate(encoder, heads, setup, run, args)
+
+
+def test_linear_eval_augment_sweep_one_backbone_pass_per_batch_and_exact_heads():
+    lrs = [0.01, 0.1, 1.0]
+    heads, calls, result = _run_augment_protocol(lrs)
+    assert calls == 1 + 2 * 3  # one pass for the feature size, then one per batch (2 x 24 / 8)
+    assert len(result["linear_top1_per_lr"]) == 3 and result["lrs"] == lrs
+    for i, lr in enumerate(lrs):
+        alone, alone_calls, alone_result = _run_augment_protocol([lr])
+        assert alone_calls == calls  # the number of heads does not change the backbone's work
+        assert torch.equal(alone[0].weight, heads[i].weight)
+        assert torch.equal(alone[0].bias, heads[i].bias)
+        assert alone_result["linear_top1"] == result["linear_top1_per_lr"][i]
