@@ -77,6 +77,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
     "ours": ("ours", dict(augment_preset="small", moving_average_decay=0.99),
              "the recipe's small preset: augment_preset='small' (crop scale >= 0.08, no blur), "
              "tau 0.99 -> 1 (cosine over the run), per-view BatchNorm statistics"),
+    "ours-crop0.2": ("ours", dict(augment_preset="small", moving_average_decay=0.99,
+                                  crop_scale=(0.2, 1.0)),
+                     "as ours but crop scale >= 0.2 (the small preset before it followed "
+                     "solo-learn's 0.08)"),
     "ours-tau0.996": ("ours", dict(augment_preset="small"),
                       "as ours but tau 0.996 -> 1 (the ImageNet preset's tau)"),
     "ours-tau0.99": ("ours", dict(augment_preset="small", moving_average_decay=0.99,
@@ -286,6 +290,10 @@ def build_learner(library: str, kwargs: dict[str, Any], net: nn.Module, cfg: dic
     kwargs = dict(kwargs)
     if library == "ours":
         cosine = kwargs.pop("cosine_tau", True)
+        if "crop_scale" in kwargs:  # the preset's views with another crop scale
+            kwargs["augment_fn"], kwargs["augment_fn2"] = byol_pytorch.default_views(
+                cfg["image_size"], kwargs.pop("augment_preset"),
+                crop_scale=kwargs.pop("crop_scale"))
         learner = byol_pytorch.BYOL(net, **common, **kwargs,
                                     total_steps=total_steps if cosine else None)
         learner.to(cfg["device"])
