@@ -40,8 +40,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--channels-last", choices=["off", "on"], default="off")
-    p.add_argument("--compile", choices=["off", "on"], default="off")
-    p.add_argument("--impls", default="ours,ours-separate,peer,peer-default")
+    p.add_argument("--impls", default="ours,ours-joint,peer,peer-default",
+                   help="rows, from step.py's IMPLS (e.g. ours-compiled for torch.compile)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
@@ -49,8 +49,7 @@ def main() -> None:
     args = p.parse_args()
 
     cfg = dict(device=args.device, arch=args.arch, image_size=args.image_size, batch=args.batch,
-               dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
-               warmup=args.warmup)
+               dtype=args.dtype, channels_last=args.channels_last, warmup=args.warmup)
     env = {} if args.device.startswith("cuda") else {"MALLOC_MMAP_THRESHOLD_": "65536"}
     rows = []
     kind = ""
@@ -69,8 +68,7 @@ def main() -> None:
                      f"{act / args.batch / MIB:.2f}", f"{rep['peak'] / args.batch / MIB:.1f}"])
 
     print(f"## Peak memory of a training step: {args.arch} {args.image_size}px, batch "
-          f"{args.batch}, {args.dtype}, channels_last {args.channels_last}, "
-          f"compile {args.compile}, {args.device}\n")
+          f"{args.batch}, {args.dtype}, channels_last {args.channels_last}, {args.device}\n")
     for line in env_lines(args.device):
         print(line)
     print(f"- ours: git {git_rev()}; measure: {kind}; fresh process per row; "

@@ -11,7 +11,8 @@ median seconds per step, images/s and the ratios to the peer measured in this sa
 
     python benchmarks/step.py --config cpu --peer-python /work/peervenv/bin/python
     python benchmarks/step.py --config gpu --peer-python /path/to/peer/python   # CUDA machine
-    python benchmarks/step.py --config gpu --batch 256 --dtype bf16 --channels-last on --compile off
+    python benchmarks/step.py --config gpu --batch 256 --dtype bf16 --channels-last on \
+        --impls ours,ours-compiled,peer,peer-compiled
 
 The worker mode (``--worker ours|peer``) is internal; it imports only the standard library,
 torch, torchvision and the ``byol_pytorch`` of the interpreter it runs in.
@@ -27,27 +28,28 @@ import time
 
 IMPLS = {
     # name: (worker, options)
-    "ours": ("ours", {"view_batching": "auto"}),  # the default: stacked on CPU, else separate
-    "ours-stacked": ("ours", {"view_batching": "stacked"}),
-    "ours-separate": ("ours", {"view_batching": "separate"}),
+    "ours": ("ours", {"view_batching": "separate"}),  # the default: one pass per view
     "ours-joint": ("ours", {"view_batching": "joint"}),  # BN statistics over both views, as the peer
     "peer": ("peer", {"sem": False}),  # like-for-like BYOL: simplicial embeddings off
     "peer-default": ("peer", {"sem": True}),  # the peer's default (SEM on)
+    # torch.compile(learner); the warm-up column then includes the compilation
+    "ours-compiled": ("ours", {"view_batching": "separate", "compile": True}),
+    "peer-compiled": ("peer", {"sem": False, "compile": True}),
 }
 
 CONFIGS = {
     # Grids: every combination of the list-valued settings is one table.
     "cpu": dict(device="cpu", arch="resnet18", image_size=64, batch=[32], dtype=["fp32"],
-                channels_last=["off"], compile=["off"],
-                impls=["ours", "ours-separate", "peer", "peer-default"],
+                channels_last=["off"],
+                impls=["ours", "ours-compiled", "peer", "peer-compiled", "peer-default"],
                 rounds=10, steps_per_round=1, warmup=2),
     "gpu": dict(device="cuda", arch="resnet50", image_size=224, batch=[128, 256],
-                dtype=["fp32", "bf16"], channels_last=["off", "on"], compile=["off", "on"],
-                impls=["ours", "ours-stacked", "ours-joint", "peer"],
+                dtype=["fp32", "bf16"], channels_last=["off", "on"],
+                impls=["ours", "ours-compiled", "ours-joint", "peer", "peer-compiled"],
                 rounds=10, steps_per_round=5, warmup=5),
-    # A seconds-long smoke test of every code path on CPU (tiny images, compile included).
+    # A seconds-long smoke test of the eager code paths on CPU (tiny images; no compilation).
     "smoke": dict(device="cpu", arch="resnet18", image_size=32, batch=[8], dtype=["fp32", "bf16"],
-                  channels_last=["off", "on"], compile=["off"], impls=["ours", "peer"],
+                  channels_last=["off", "on"], impls=["ours", "peer"],
                   rounds=2, steps_per_round=1, warmup=1),
 }
 
@@ -112,7 +114,7 @@ def worker_main(args: argparse.Namespace) -> None:
     # As both READMEs do: Adam over learner.parameters() (the peer's includes its frozen target,
     # whose parameters never get gradients).
     opt = torch.optim.Adam(learner.parameters(), lr=3e-4)
-    model = torch.compile(learner) if args.compile == "on" else learner
+    model = torch.compile(learner) if args.compile else learner
 
     gen = torch.Generator().manual_seed(args.seed + 1)
     x = torch.rand(args.batch, 3, args.image_size, args.image_size, generator=gen).to(device)
@@ -200,15 +202,19 @@ class Worker:
                "--repo-root", str(REPO_ROOT), "--device", cfg["device"], "--arch", cfg["arch"],
                "--image-size", str(cfg["image_size"]), "--batch-size", str(cfg["batch"]),
                "--dtype-one", cfg["dtype"], "--channels-last-one", cfg["channels_last"],
-               "--compile-one", cfg["compile"], "--warmup", str(cfg["warmup"]),
+               "--warmup", str(cfg["warmup"]),
                "--threads", str(args.threads), "--seed", str(args.seed)]
         if "view_batching" in opts:
             cmd += ["--view-batching", opts["view_batching"]]
         if opts.get("sem"):
             cmd.append("--sem")
+        if opts.get("compile"):
+            cmd.append("--compile")
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
         env.update(env_extra or {})
+        if opts.get("compile"):  # time a cold compilation, as a user's first run sees it
+            env["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
         self._tmp = tempfile.TemporaryDirectory()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1, cwd=self._tmp.name, env=env)
@@ -248,9 +254,7 @@ def grid(cfg: dict) -> list[dict]:
     for b in cfg["batch"]:
         for dt in cfg["dtype"]:
             for cl in cfg["channels_last"]:
-                for comp in cfg["compile"]:
-                    out.append({**cfg, "batch": b, "dtype": dt, "channels_last": cl,
-                                "compile": comp})
+                out.append({**cfg, "batch": b, "dtype": dt, "channels_last": cl})
     return out
 
 
@@ -290,17 +294,18 @@ def run_config(cfg: dict, args: argparse.Namespace, impls: list[str]) -> str:
         lo, hi = iqr(ts)
         row = [w.name, f"{w.info['impl']} {w.info['version']}, {w.info['threads']} thr",
                f"{med * 1e3:.1f}",
-               f"{lo * 1e3:.1f}-{hi * 1e3:.1f}", f"{b / med:.1f}"]
+               f"{lo * 1e3:.1f}-{hi * 1e3:.1f}", f"{b / med:.1f}", f"{w.info['warmup_s']:.1f}"]
         if ref:
             pr = times[ref]
             paired = median([p / o for p, o in zip(pr, ts)])
             row += [f"{median(pr) / med:.3f}x", f"{paired:.3f}x"]
         rows.append(row)
-    header = ["impl", "library, torch threads", "median ms/step", "IQR ms", "images/s"]
+    header = ["impl", "library, torch threads", "median ms/step", "IQR ms", "images/s",
+              "warm-up s (incl. compile)"]
     if ref:
         header += ["vs peer (medians)", "vs peer (median of per-round ratios)"]
     title = (f"### {cfg['arch']} {cfg['image_size']}px, batch {b}, {cfg['dtype']}, "
-             f"channels_last {cfg['channels_last']}, torch.compile {cfg['compile']}, "
+             f"channels_last {cfg['channels_last']}, "
              f"{cfg['device']}: {cfg['rounds']} rounds x {cfg['steps_per_round']} step(s) each, "
              f"after {cfg['warmup']} warm-up steps")
     return title + "\n\n" + table(header, rows) + "\n"
@@ -315,7 +320,6 @@ def main() -> None:
     p.add_argument("--batch", help="comma-separated batch sizes (overrides the config)")
     p.add_argument("--dtype", help="comma-separated: fp32,bf16 (bf16 = autocast)")
     p.add_argument("--channels-last", help="comma-separated: off,on")
-    p.add_argument("--compile", help="comma-separated: off,on (torch.compile of the learner)")
     p.add_argument("--arch", help="torchvision model name")
     p.add_argument("--image-size", type=int)
     p.add_argument("--rounds", type=int)
@@ -331,14 +335,14 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--dtype-one", dest="dtype_one", help=argparse.SUPPRESS)
     p.add_argument("--channels-last-one", dest="channels_last_one", help=argparse.SUPPRESS)
-    p.add_argument("--compile-one", dest="compile_one", help=argparse.SUPPRESS)
-    p.add_argument("--view-batching", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--view-batching", default="separate", help=argparse.SUPPRESS)
     p.add_argument("--sem", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.worker:
         args.batch, args.dtype = args.batch_size, args.dtype_one
-        args.channels_last, args.compile = args.channels_last_one, args.compile_one
+        args.channels_last = args.channels_last_one
         worker_main(args)
         return
 
@@ -349,7 +353,7 @@ def main() -> None:
     for key in ("arch", "image_size", "rounds", "steps_per_round", "warmup"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    for key in ("batch", "dtype", "channels_last", "compile"):
+    for key in ("batch", "dtype", "channels_last"):
         if getattr(args, key):
             vals = getattr(args, key).split(",")
             cfg[key] = [int(v) for v in vals] if key == "batch" else vals

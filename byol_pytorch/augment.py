@@ -423,8 +423,10 @@ def jitter_layout(order: Tensor) -> tuple[Tensor, int]:
 
 def _subset_ops(device: torch.device) -> bool:
     """Whether ops with p < 1 process only the chosen images (CPU: indexing by a mask needs no
-    host sync there) rather than all images followed by a select (accelerators)."""
-    return device.type == "cpu"
+    host sync there) rather than all images followed by a select (accelerators, and under
+    ``torch.compile``, where a subset's data-dependent size would break the graph and recompile
+    at every new size)."""
+    return device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _masked_update_(x: Tensor, mask: Tensor, fn) -> Tensor:

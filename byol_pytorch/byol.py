@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from byol_pytorch.augment import BYOLAugment, default_views
-from byol_pytorch.batchnorm import PerViewBatchNorm
 from byol_pytorch.ema import EMA, copy_weights_, ema_update_, make_target
 from byol_pytorch.features import HiddenLayer, NetWrapper
 from byol_pytorch.heads import MLP
@@ -24,7 +21,7 @@ __all__ = ["BYOL", "update_moving_average", "unwrap"]
 
 AugmentFn = Callable[[Tensor], Tensor]
 RANGE_CHECKS = 10  # batches whose value range is checked; later ones skip the device sync
-VIEW_BATCHING = ("auto", "stacked", "separate", "joint")
+VIEW_BATCHING = ("separate", "joint")
 # Normalisation of images that are not RGB: ImageNet's mean and std averaged over the channels.
 GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
 
@@ -68,15 +65,12 @@ class BYOL(nn.Module):
         final_tau: end value of the tau schedule (paper: 1.0).
         token_pool: for ViT token outputs (B, N, D): "cls" (class token), "mean" (patch tokens)
             or "flatten" (all tokens as one vector, as byol-pytorch 0.9.1).
-        view_batching: how the two views pass through the networks. ``"stacked"``: one batch of
-            2B in which every BatchNorm normalises each view with its own statistics (same result
-            as two passes; see :class:`~byol_pytorch.batchnorm.PerViewBatchNorm`).
-            ``"separate"``: one pass per view. ``"joint"``: one batch of 2B whose BatchNorm
-            statistics mix both views (as byol-pytorch 0.9.1; differs from the paper).
-            ``"auto"``: ``"stacked"`` on CPU, where it measured faster, else ``"separate"``;
-            ``"separate"`` also wherever ``SyncBatchNorm`` synchronises across processes.
-        augment_preset: "imagenet" (paper) or "small" (CIFAR-size images: crop scale floor 0.2,
-            no blur) for the default augmentations.
+        view_batching: how the two views pass through the networks. ``"separate"`` (default):
+            one pass per view, so every BatchNorm normalises each view with its own statistics
+            (the paper). ``"joint"``: one batch of 2B whose BatchNorm statistics mix both views
+            (as byol-pytorch 0.9.1; differs from the paper).
+        augment_preset: "imagenet" (paper) or "small" (CIFAR-size images: no blur, solo-learn's
+            CIFAR views) for the default augmentations.
         head_output_bias: bias in the last Linear of projector and predictor: True (default) as
             byol-pytorch 0.9.1, whose checkpoints then load; False as the official code.
         in_channels: channels of the input images; default: those of the backbone's first
@@ -104,7 +98,7 @@ class BYOL(nn.Module):
         total_steps: int | None = None,
         final_tau: float = 1.0,
         token_pool: str = "cls",
-        view_batching: str = "auto",
+        view_batching: str = "separate",
         augment_preset: str = "imagenet",
         head_output_bias: bool = True,
         in_channels: int | None = None,
@@ -231,9 +225,16 @@ class BYOL(nn.Module):
             return base
         return cosine_tau(self._step, self.total_steps, base, self.final_tau)
 
+    @torch.compiler.disable  # runs eagerly inside a compiled training step: see below
     @torch.no_grad()
     def update_moving_average(self) -> None:
-        """``target = tau * target + (1 - tau) * online``, then advance the tau schedule."""
+        """``target = tau * target + (1 - tau) * online``, then advance the tau schedule.
+
+        Not traced by ``torch.compile``: tau is a Python float from the host-side step counter (so
+        that the update is one fused kernel with no device sync), and a compiled copy would be
+        specialised on that counter and recompiled at every step. A compiled training step that
+        calls this method therefore has a graph break here, on purpose.
+        """
         if self.target_encoder is None:
             raise RuntimeError("update_moving_average() needs use_momentum=True; with "
                                "use_momentum=False the target is the online network itself")
@@ -249,6 +250,13 @@ class BYOL(nn.Module):
         self._step = 0
         self.ema_step.zero_()
         if self.target_encoder is not None:
+            self._sync_target()
+
+    # Not traced: a compiled forward would guard on the Python flag and compile a second time once
+    # it flips after the first step (a graph break here costs less than a second compilation).
+    @torch.compiler.disable
+    def _sync_target_once(self) -> None:
+        if self._target_needs_copy:
             self._sync_target()
 
     def _sync_target(self) -> None:
@@ -290,6 +298,8 @@ class BYOL(nn.Module):
                             "learner(view1, x2=view2)")
         if return_embedding:
             return self._embed(self._prepare(x, "x", self.expects_unit_range), return_projection)
+        if self.training and self.target_encoder is not None:
+            self._sync_target_once()  # first, so that a compiled forward is one graph after it
         if x2 is None:
             x = self._prepare(x, "x", self.expects_unit_range)
             view1, view2 = self._augment(self.augment1, x), self._augment(self.augment2, x)
@@ -301,8 +311,6 @@ class BYOL(nn.Module):
         if self.training and view1.shape[0] < 2:
             raise ValueError("a batch of 1 cannot be trained: the projector's BatchNorm needs at "
                              "least 2 samples; use a larger batch (or call learner.eval())")
-        if self.training and self.target_encoder is not None and self._target_needs_copy:
-            self._sync_target()
         sizes = {tuple(view1.shape[-2:]), tuple(view2.shape[-2:])}
         if sizes == {self.image_size}:
             return self._loss(view1, view2)
@@ -339,36 +347,24 @@ class BYOL(nn.Module):
         return self.online_encoder(x, return_projection=return_projection)
 
     def _loss(self, view1: Tensor, view2: Tensor) -> Tensor:
-        batching = self._batching(view1, view2)
         online, target = self.online_encoder, self.target_encoder
-        if batching == "separate":
+        # Views of different sizes cannot share a batch: they always take one pass each.
+        if self.view_batching == "separate" or view1.shape != view2.shape:
             z1, z2 = online(view1)[0], online(view2)[0]
             q1, q2 = self.online_predictor(z1), self.online_predictor(z2)
             with torch.no_grad():
                 t1, t2 = (target(view1)[0], target(view2)[0]) if target is not None else (z1, z2)
         else:
             views = torch.cat([view1, view2])  # (2B, C, H, W)
-            with PerViewBatchNorm(2) if batching == "stacked" else nullcontext():
-                z = online(views)[0]
-                q = self.online_predictor(z)
-                with torch.no_grad():
-                    t = target(views)[0] if target is not None else z
+            z = online(views)[0]
+            q = self.online_predictor(z)
+            with torch.no_grad():
+                t = target(views)[0] if target is not None else z
             (z1, z2), (q1, q2), (t1, t2) = z.chunk(2), q.chunk(2), t.chunk(2)  # 2 x (B, P)
         if z1.shape[0] > 1:
             self.last_projection_std = projection_std(z1.detach())
         # SimSiam (no target network): the online projections with stop-gradient.
         return symmetric_byol_loss(q1, q2, t1.detach(), t2.detach())
-
-    def _batching(self, view1: Tensor, view2: Tensor) -> str:
-        """The view batching this forward uses (see ``view_batching``)."""
-        batching = self.view_batching
-        if batching == "auto":
-            batching = "stacked" if view1.device.type == "cpu" else "separate"
-        if view1.shape != view2.shape:
-            return "separate"  # views of different sizes cannot share a batch
-        if batching == "stacked" and self.training and _syncs_batchnorm(self.online_encoder):
-            batching = "separate"  # SyncBatchNorm's cross-process statistics cannot be split
-        return batching
 
     def _augment(self, fn: AugmentFn, x: Tensor) -> Tensor:
         # Augmentation is preprocessing: keep it in the images' dtype, outside any autocast region.
@@ -482,12 +478,6 @@ def first_conv_channels(net: nn.Module, default: int = 3) -> int:
         if isinstance(module, nn.Conv2d) and module.in_channels > 0:
             return module.in_channels
     return default
-
-
-def _syncs_batchnorm(model: nn.Module) -> bool:
-    """Whether ``model`` has SyncBatchNorm layers that synchronise statistics across processes."""
-    return (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-            and any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

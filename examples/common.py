@@ -31,8 +31,8 @@ from byol_pytorch.augment import IMAGENET_MEAN, IMAGENET_STD
 from byol_pytorch.features import FeatureExtractor, HiddenLayer
 
 __all__ = [
-    "DistInfo", "init_distributed", "cleanup_distributed", "env_world_size", "is_main_process",
-    "print0", "seed_everything", "SmoothedValue", "MetricMeter", "JsonlWriter", "CsvWriter",
+    "DistInfo", "init_distributed", "cleanup_distributed", "env_world_size", "restart_count",
+    "is_main_process", "print0", "seed_everything", "SmoothedValue", "MetricMeter", "JsonlWriter", "CsvWriter",
     "truncate_log", "capture_rng_state", "restore_rng_state", "gather_rng_states",
     "save_checkpoint", "load_checkpoint", "backbone_state_dict", "save_backbone",
     "all_gather_varsize", "parse_hidden_layer", "load_pretrained_backbone", "EvalEncoder",
@@ -62,6 +62,11 @@ class DistInfo:
 def env_world_size() -> int:
     """``WORLD_SIZE`` as set by torchrun (1 without it); readable before any initialisation."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def restart_count() -> int:
+    """How often torchrun has restarted this worker group (0 without torchrun)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
 
 
 def _pick_device(device: str, local_rank: int) -> torch.device:
@@ -94,12 +99,29 @@ def init_distributed(device: str = "auto", timeout_min: float = 30.0) -> DistInf
     dev = _pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
+        timeout = datetime.timedelta(minutes=timeout_min)
+        store = _restart_store(world_size, timeout)
         dist.init_process_group(
-            backend, init_method="env://", world_size=world_size, rank=rank,
-            timeout=datetime.timedelta(minutes=timeout_min),
+            backend, init_method=None if store else "env://", store=store,
+            world_size=world_size, rank=rank, timeout=timeout,
             device_id=dev if dev.type == "cuda" else None,  # eager NCCL init, bound to our GPU
         )
     return DistInfo(rank, local_rank, world_size, dev)
+
+
+def _restart_store(world_size: int, timeout: datetime.timedelta) -> dist.Store | None:
+    """After a torchrun restart, its store with a prefix of this attempt; else None (env://).
+
+    torchrun keeps serving the same store across restarts, and the restarted ranks would read
+    the addresses the failed group left there (gloo: "connectFullMesh failed ... Connection
+    refused"; pytorch/pytorch#167288 for NCCL): a fresh prefix per attempt avoids them.
+    """
+    restart = restart_count()
+    if restart == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"restart{restart}/", agent)
 
 
 def cleanup_distributed() -> None:
@@ -321,10 +343,14 @@ class Timer:
 
 # ------------------------------------------------------------------------------ checkpoints
 def save_checkpoint(state: Mapping[str, Any], path: str | Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves a half-written file."""
+    """``torch.save`` to a temporary file, synced, then rename: a crash never leaves a
+    half-written file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(dict(state), tmp)
+    with open(tmp, "wb") as f:
+        torch.save(dict(state), f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename: a node crash leaves no truncated file
     os.replace(tmp, path)
 
 

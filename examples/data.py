@@ -20,6 +20,11 @@ Data sets (``--dataset``):
 * ``digits``: scikit-learn's bundled 1,797 handwritten digits (8x8 grayscale, no download),
   upsampled and repeated to 3 channels.
 
+An image file that cannot be decoded (zero bytes, truncated, not an image) raises
+:class:`BadImageError` naming it; :class:`SubstitutingViews` (pretraining) and
+:class:`ReplaceUnreadable` (evaluation) replace it by the next readable item of the data set
+(index + 1, + 2, ...), the same substitute every time, so that a resumed run stays exact.
+
 Data sets without their own test split (``npz``, ``digits``, ``folder`` without ``val``) hold out
 a seeded ``val_fraction`` of the images: it is excluded from pretraining and used as the
 evaluation split by kNN monitoring, knn_eval.py and linear_eval.py.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -43,7 +49,8 @@ from byol_pytorch.augment import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "DATASETS", "check_data_args", "split_indices", "sample_crop_box", "PretrainViews",
-    "SeededViews", "SeededSampler", "eval_transform", "train_eval_transform", "build_dataset",
+    "SeededViews", "SubstitutingViews", "ReplaceUnreadable", "BadImageError", "read_image",
+    "readable_item", "SeededSampler", "eval_transform", "train_eval_transform", "build_dataset",
     "shard", "to_device_images", "TensorImageDataset", "default_workers", "normalization",
 ]
 
@@ -175,6 +182,77 @@ class SeededViews(Dataset):
         return self.dataset[index]
 
 
+class BadImageError(OSError):
+    """An image file that cannot be decoded (zero bytes, truncated, not an image)."""
+
+
+def read_image(path: str) -> Any:
+    """ImageFolder loader: the RGB PIL image, or :class:`BadImageError` naming the file."""
+    from PIL import UnidentifiedImageError
+    from torchvision.datasets.folder import pil_loader
+
+    try:
+        return pil_loader(path)  # open + convert("RGB"): decodes the whole file
+    except (OSError, SyntaxError, ValueError) as err:  # what PIL raises for broken files
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            why = "empty file"
+        elif isinstance(err, UnidentifiedImageError):
+            why = "not an image PIL can read"
+        else:
+            why = f"{type(err).__name__}: {err}"
+        raise BadImageError(f"unreadable image {path} ({why})") from None
+
+
+def readable_item(dataset: Dataset, index: int, before_try: Callable[[], Any] = lambda: None
+                  ) -> tuple[Any, list[str]]:
+    """``dataset[index]``, or where its image cannot be decoded the next readable item (index
+    + 1, + 2, ..., wrapping around), and the messages of the unreadable ones passed over.
+    ``before_try`` runs before each attempt (to re-seed the crops: the substitute's crops then
+    depend only on the item seed, as any item's)."""
+    failures: list[str] = []
+    for offset in range(len(dataset)):
+        before_try()
+        try:
+            return dataset[(index + offset) % len(dataset)], failures
+        except BadImageError as err:
+            failures.append(str(err))
+    raise BadImageError(f"none of the {len(dataset)} images can be read (e.g. "
+                        f"{failures[0] if failures else 'no files'}); check the data path")
+
+
+class SubstitutingViews(SeededViews):
+    """:class:`SeededViews` that replaces an unreadable image by the next readable one
+    (:func:`readable_item`); items are ``(views, label, messages)``, ``messages`` naming the
+    unreadable files passed over (one per line, "" if none), for the main process to report:
+    the workers that find them are other processes."""
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[Tensor, int, str]:
+        index, seed = item
+        (views, label), failures = readable_item(
+            self.dataset, index, lambda: self.views.generator.manual_seed(seed))
+        return views, label, "\n".join(failures)
+
+
+class ReplaceUnreadable(Dataset):
+    """Evaluation items with unreadable images replaced by the next readable item
+    (:func:`readable_item`), each such file reported once per process on stderr."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.reported: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item, failures = readable_item(self.dataset, index)
+        for message in set(failures) - self.reported:
+            self.reported.add(message)
+            print(f"warning: {message}: replaced by the next readable image for evaluation",
+                  file=sys.stderr, flush=True)
+        return item
+
+
 class SeededSampler(DistributedSampler):
     """DistributedSampler that yields ``(index, seed)`` with a seed that depends only on
     (``seed``, epoch, index), and that can start part-way into an epoch (``set_start``), so that a
@@ -279,6 +357,18 @@ def _held_out(dataset: Dataset, split: str, val_fraction: float, seed: int) -> D
     return Subset(dataset, val_idx if split == "val" else train_idx)
 
 
+def _image_folder(root: Path, transform: Callable) -> Dataset:
+    """ImageFolder whose unreadable files raise :class:`BadImageError`; a clear error if the
+    folder holds no image."""
+    import torchvision.datasets as tvd
+
+    try:
+        return tvd.ImageFolder(root, transform, loader=read_image)
+    except FileNotFoundError as err:  # no class folder, or no image file in any of them
+        raise FileNotFoundError(f"no images in {root} ({err}); expected "
+                                "root/train/<class>/<image> or root/<class>/<image>") from None
+
+
 def build_dataset(
     name: str,
     root: str | None,
@@ -316,9 +406,9 @@ def build_dataset(
         path = Path(root)
         train_dir = path / "train" if (path / "train").is_dir() else path
         if (path / "val").is_dir():
-            ds = tvd.ImageFolder(path / ("val" if split == "val" else "train"), transform)
+            ds = _image_folder(path / ("val" if split == "val" else "train"), transform)
             return ds, len(ds.classes)
-        ds = tvd.ImageFolder(train_dir, transform)
+        ds = _image_folder(train_dir, transform)
         return _held_out(ds, split, val_fraction, split_seed), len(ds.classes)
     images, labels = _load_npz(root) if name == "npz" else _load_digits()
     ds = TensorImageDataset(images, labels, transform)

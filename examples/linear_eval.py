@@ -82,7 +82,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

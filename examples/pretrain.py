@@ -15,7 +15,9 @@ CPU workers decode each image and cut both views' random resized crops from the 
 image (uint8, as the official pipeline); flip, colour, blur and solarisation run on the device.
 ``--batch-size`` is the GLOBAL batch of one optimizer step (all processes x accumulation
 micro-steps); the learning rate is ``base_lr * batch_size / 256``. See examples/README.md for the
-recipes, the log fields and the checkpoint layout.
+recipes, the log fields and the checkpoint layout, and its "When things go wrong" for what a
+run does on SIGTERM / SIGUSR1 (checkpoint and stop: rerun with ``--resume auto``), divergence,
+collapse, unreadable images and a lost worker (examples/faults.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,22 +37,23 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (CsvWriter, DistInfo, JsonlWriter, Timer, all_gather_varsize,  # noqa: E402
                     cleanup_distributed, env_world_size, fail, gather_rng_states, init_distributed,
-                    load_checkpoint, parse_hidden_layer, print0, restore_rng_state, save_backbone,
-                    save_checkpoint, seed_everything, truncate_log, unwrap)
-from data import (DATASETS, PretrainViews, SeededSampler, SeededViews,  # noqa: E402
-                  build_dataset, check_data_args, default_workers, eval_transform, normalization,
-                  shard, to_device_images)
+                    parse_hidden_layer, print0, restore_rng_state, save_backbone, seed_everything,
+                    truncate_log, unwrap)
+from data import (DATASETS, PretrainViews, ReplaceUnreadable, SeededSampler,  # noqa: E402
+                  SubstitutingViews, build_dataset, check_data_args, default_workers,
+                  eval_transform, normalization, shard, to_device_images)
+from faults import (Checkpoints, Decision, Guards, StopFlag,  # noqa: E402
+                    checkpoint_to_resume, stop_signals)
 
 from byol_pytorch import (BYOL, __version__, cifar_stem_, create_backbone,  # noqa: E402
                           default_views, warmup_cosine)
 from byol_pytorch.eval import extract_features, knn_accuracy  # noqa: E402
-from byol_pytorch.monitor import is_collapsed  # noqa: E402
 from byol_pytorch.optim import LARS, param_groups  # noqa: E402
 
 # Defaults per --preset; any flag given on the command line wins. "imagenet" is the official
@@ -171,10 +175,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="autocast dtype; fp16 also uses a GradScaler")
     g.add_argument("--channels-last", action="store_true", help="NHWC: faster convs on GPUs")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--view-batching", default="auto", choices=["auto", "stacked", "separate",
-                   "joint"], help="stacked/separate: per-view BatchNorm statistics (the paper), "
-                   "in one batch of 2B or one pass per view; joint: statistics over both views "
-                   "(byol-pytorch 0.9.1's); auto: stacked on CPU, separate on GPU")
+    g.add_argument("--view-batching", default="separate", choices=["separate", "joint"],
+                   help="separate: one pass per view, per-view BatchNorm statistics (the paper); "
+                   "joint: one batch, statistics over both views (byol-pytorch 0.9.1's)")
     g = p.add_argument_group("logging and checkpoints")
     g.add_argument("--output-dir", default="outputs/pretrain")
     g.add_argument("--log-every", type=int, default=10, help="optimizer steps between log "
@@ -184,8 +187,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--knn-every", type=int, default=0, help="epochs between kNN evaluations on "
                    "the held-out split (labelled data sets); 0 = off")
     g.add_argument("--knn-k", type=int, default=20, help="neighbours for the kNN monitor")
+    g.add_argument("--save-every-steps", type=int, default=0, help="also checkpoint every N "
+                   "optimizer steps, mid-epoch included; 0 = off")
+    g.add_argument("--save-every-minutes", type=float, default=0.0, help="also checkpoint when "
+                   "this many minutes have passed since the last one; 0 = off")
+    g.add_argument("--keep-last", type=int, default=2, help="step-numbered checkpoints kept "
+                   "(checkpoint-stepNNNNNNNN.pt; checkpoint.pt is the newest); 0 = all")
     g.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for "
-                   "OUTPUT_DIR/checkpoint.pt if it exists")
+                   "the newest one in OUTPUT_DIR that loads (after a torchrun restart: always)")
+    g = p.add_argument_group("faults (examples/README.md: When things go wrong)")
+    g.add_argument("--skip-bad-steps", type=int, default=0, help="skip up to K steps with a "
+                   "non-finite loss or gradient norm (weights, optimizer and EMA unchanged) "
+                   "instead of stopping; costs one device sync per step; 0 = stop at the first")
+    g.add_argument("--collapse-ratio", type=float, default=0.1, help="collapse threshold of the "
+                   "projection std, as a fraction of the healthy 1/sqrt(--proj-dim)")
+    g.add_argument("--collapse-patience", type=int, default=5, help="log intervals in a row "
+                   "below the threshold before the collapse warning")
+    g.add_argument("--stop-on-collapse", action="store_true", help="stop (without saving, "
+                   "non-zero exit) instead of only warning on a collapse")
     g.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
                    help="also write TensorBoard scalars (if tensorboard is installed)")
     g.add_argument("--seed", type=int, default=0)
@@ -229,6 +248,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         (min(args.log_every, args.knn_k) >= 1, "--log-every and --knn-k must be >= 1"),
         (min(args.save_every, args.knn_every, args.max_steps, args.workers) >= 0,
          "--save-every, --knn-every, --max-steps and --workers must be >= 0"),
+        (min(args.save_every_steps, args.save_every_minutes, args.keep_last,
+             args.skip_bad_steps) >= 0, ("--save-every-steps, --save-every-minutes, "
+                                         "--keep-last and --skip-bad-steps must be >= 0")),
+        (args.collapse_ratio > 0 and args.collapse_patience >= 1,
+         "--collapse-ratio must be > 0 and --collapse-patience >= 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -352,8 +376,10 @@ class Schedule:
     max_steps: int
     step: int = 0  # optimizer steps done
 
-    def lr(self) -> float:
-        return warmup_cosine(self.step, self.total_steps, self.peak_lr, self.warmup_steps)
+    def lr(self, step: int | None = None) -> float:
+        """The LR of the step after ``step`` steps (default: the steps done)."""
+        step = self.step if step is None else step
+        return warmup_cosine(step, self.total_steps, self.peak_lr, self.warmup_steps)
 
     @property
     def done(self) -> bool:
@@ -363,7 +389,9 @@ class Schedule:
 def train_one_epoch(model: nn.Module, learner: BYOL, loader: DataLoader,
                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     sched: Schedule, epoch: int, run: DistInfo, log: RunLog,
-                    args: argparse.Namespace) -> dict:
+                    args: argparse.Namespace, guards: Guards, save: Callable[[], None]) -> dict:
+    """Train to the end of the epoch, ``--max-steps``, or an agreed stop (``guards``); saves
+    where ``guards`` decides; raises SystemExit on divergence or collapse."""
     model.train()
     inner = getattr(model, "_orig_mod", model)  # torch.compile wraps the DDP module
     ddp = inner if isinstance(inner, DDP) else None
@@ -372,16 +400,20 @@ def train_one_epoch(model: nn.Module, learner: BYOL, loader: DataLoader,
     batch = loader.batch_size * args.accum_steps * run.world_size  # images per optimizer step
     loss_sum = torch.zeros((), device=run.device)
     bar = tqdm(total=steps, desc=f"epoch {epoch}", disable=not run.is_main, dynamic_ncols=True)
-    timer, log_timer, done, logged_at = Timer(), Timer(), 0, 0
+    timer, log_timer, done, counted, logged_at = Timer(), Timer(), 0, 0, 0
     data = iter(loader)
     while done < steps and not sched.done:
+        step = sched.step + 1  # this step's number, as logged
         lr = sched.lr()
         for group in optimizer.param_groups:
             group["lr"] = lr
         tau = learner.tau  # the rate this step's EMA update uses
+        buffers = guards.divergence.snapshot(learner)
         step_loss = torch.zeros((), device=run.device)
         for micro in range(args.accum_steps):
-            crops = next(data)[0]  # uint8 (B, 2, 3, S, S): both views' crops, cut by the workers
+            # uint8 (B, 2, 3, S, S): both views' crops, cut by the workers; unreadable files
+            crops, _, unreadable = next(data)
+            guards.bad_images.report(unreadable)
             view1, view2 = (to_device_images(crops[:, k], run.device, args.channels_last)
                             for k in (0, 1))
             with torch.no_grad():  # the rest of each view's augmentation, on the device
@@ -391,22 +423,21 @@ def train_one_epoch(model: nn.Module, learner: BYOL, loader: DataLoader,
                 with torch.autocast(run.device.type, dtype=amp_dtype,
                                     enabled=amp_dtype is not None):
                     loss = model(view1, x2=view2) / args.accum_steps
-                scaler.scale(loss).backward()
+                loss, backward_loss = guards.inject.loss(step, loss)
+                scaler.scale(backward_loss).backward()
             step_loss += loss.detach()
-        if args.clip_grad > 0:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            nn.utils.clip_grad_norm_(learner.parameters(), args.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        learner.update_moving_average()
+        decision = optimizer_step(learner, optimizer, scaler, step_loss, step, buffers, guards,
+                                  args)
         sched.step += 1
         done += 1
-        loss_sum += step_loss
+        if not decision.skip:
+            loss_sum += step_loss
+            counted += 1
         bar.update(1)
         if sched.step % args.log_every == 0 or done == steps or sched.done:
             std = learner.last_projection_std
-            loss_v, std_v = mean_over_ranks(torch.stack([step_loss, std.to(step_loss)]))
+            loss_v, std_v, bad_v = mean_over_ranks(
+                torch.stack([step_loss, std.to(step_loss), guards.divergence.flag]))
             rate = (done - logged_at) * batch / max(log_timer.elapsed(), 1e-9)
             log_timer.reset()
             logged_at = done
@@ -414,14 +445,47 @@ def train_one_epoch(model: nn.Module, learner: BYOL, loader: DataLoader,
                           projection_std=std_v))
             bar.set_postfix(loss=f"{loss_v:.4f}", lr=f"{lr:.3g}", tau=f"{tau:.4f}",
                             img_s=f"{rate:.0f}")
-            if run.is_main:
-                is_collapsed(std_v, args.proj_dim)  # warns (CollapseWarning) on collapse
+            guards.divergence.check(bad_v, sched.step)  # stops, the last checkpoint untouched
+            guards.collapse.update(std_v, sched.step, lr)
+        if decision.save:
+            save()
+        if decision.stop:
+            break
     bar.close()
     elapsed = timer.elapsed()
-    (epoch_loss,) = mean_over_ranks((loss_sum / max(done, 1)).unsqueeze(0))
+    (epoch_loss,) = mean_over_ranks((loss_sum / max(counted, 1)).unsqueeze(0))
+    guards.end_epoch(epoch, run.device)
     return dict(epoch=epoch, step=sched.step, loss=epoch_loss, lr=lr, tau=tau,
                 projection_std=std_v, knn_top1=None,
                 images_per_s=done * batch / max(elapsed, 1e-9), time=elapsed)
+
+
+def optimizer_step(learner: BYOL, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler, step_loss: Tensor, step: int,
+                   buffers: list[Tensor] | None, guards: Guards,
+                   args: argparse.Namespace) -> Decision:
+    """Check the step (non-finite loss or gradient norm), agree with the other ranks on
+    stopping, saving and skipping, then apply it (optimizer, GradScaler, EMA) or skip it."""
+    fp16 = scaler.is_enabled()  # then non-finite gradients are the GradScaler's: it skips them
+    checked = [step_loss]
+    if not fp16 and args.clip_grad > 0:
+        checked.append(nn.utils.clip_grad_norm_(learner.parameters(), args.clip_grad))
+    elif not fp16 and guards.divergence.skip_limit:
+        checked.append(nn.utils.get_total_norm(
+            [p.grad for p in learner.parameters() if p.grad is not None]))
+    bad = guards.divergence.track(step, checked)
+    guards.inject.after_backward(step)
+    decision = guards.control.decide(step, bad)
+    if decision.skip:
+        guards.divergence.skip(step, learner, buffers)
+    else:
+        if fp16 and args.clip_grad > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            nn.utils.clip_grad_norm_(learner.parameters(), args.clip_grad)
+        if guards.scaler_skips.step(scaler, optimizer):  # False: the GradScaler skipped it
+            learner.update_moving_average()
+    optimizer.zero_grad(set_to_none=True)
+    return decision
 
 
 class _Embedder(nn.Module):
@@ -451,23 +515,25 @@ def knn_monitor(learner: BYOL, loaders: tuple[DataLoader, DataLoader], run: Dist
     return knn_accuracy(*feats, k=k, num_classes=num_classes)[f"knn_top1@{k}"]
 
 
-def save_all(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler, sched: Schedule, run: DistInfo,
-             args: argparse.Namespace) -> None:
-    """Full checkpoint + bare backbone; a collective (RNG states of every rank are gathered).
+def save_all(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+             sched: Schedule, run: DistInfo, args: argparse.Namespace,
+             checkpoints: Checkpoints) -> None:
+    """Full checkpoint of this step + bare backbone; a collective (RNG states of every rank are
+    gathered), rank 0 writes.
 
     ``unwrap`` strips DDP's ``module.`` and compile's ``_orig_mod.``: keys are the learner's own.
     """
     rng = gather_rng_states()
-    if not run.is_main:
-        return
-    learner = unwrap(model)
-    state = dict(model=learner.state_dict(), optimizer=optimizer.state_dict(),
-                 scaler=scaler.state_dict(), epoch=sched.step // sched.steps_per_epoch,
-                 step=sched.step, steps_per_epoch=sched.steps_per_epoch,
-                 world_size=run.world_size, rng=rng, args=json_args(args), version=__version__)
-    save_checkpoint(state, out / "checkpoint.pt")
-    save_backbone(learner.net, out)
+    if run.is_main:
+        learner = unwrap(model)
+        state = dict(model=learner.state_dict(), optimizer=optimizer.state_dict(),
+                     scaler=scaler.state_dict(), epoch=sched.step // sched.steps_per_epoch,
+                     step=sched.step, steps_per_epoch=sched.steps_per_epoch,
+                     world_size=run.world_size, rng=rng, args=json_args(args),
+                     version=__version__)
+        checkpoints.write(state, sched.step)
+        save_backbone(learner.net, checkpoints.out)
+    checkpoints.last = (checkpoints.path(sched.step), sched.step)
 
 
 def json_args(args: argparse.Namespace) -> dict:
@@ -481,11 +547,11 @@ RESUME_ARGS = ("dataset", "backbone", "cifar_stem", "hidden_layer", "image_size"
                "seed")
 
 
-def resume(path: Path, learner: BYOL, optimizer: torch.optim.Optimizer,
+def resume(path: Path, ckpt: dict, learner: BYOL, optimizer: torch.optim.Optimizer,
            scaler: torch.amp.GradScaler, sched: Schedule, run: DistInfo,
            args: argparse.Namespace) -> list | None:
-    """Load a checkpoint in place; returns the per-rank RNG states to restore before training."""
-    ckpt = load_checkpoint(path)
+    """Load checkpoint ``ckpt`` (read from ``path``) in place; returns the per-rank RNG states
+    to restore before training."""
     old = ckpt.get("args", {})
     changed = [f"--{k.replace('_', '-')} {old[k]} -> {getattr(args, k)}" for k in RESUME_ARGS
                if k in old and old[k] != getattr(args, k)]
@@ -518,12 +584,14 @@ def main(args: argparse.Namespace) -> None:
     backbone = build_backbone(args)
     run = init_distributed(args.device)
     try:
-        _train(args, backbone, run)
+        with stop_signals() as signals:  # SIGTERM/SIGUSR1: checkpoint after the current step
+            _train(args, backbone, run, signals)
     finally:
         cleanup_distributed()
 
 
-def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None:
+def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo,
+           signals: StopFlag) -> None:
     amp_dtype = AMP_DTYPES[args.amp]
     if run.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -543,10 +611,15 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
 
     # ======================= data =======================
     crops = PretrainViews(args.image_size, (args.crop_min_scale, 1.0))
-    images, num_classes = build_dataset(
-        args.dataset, args.data_path, "pretrain", crops, download=args.download,
-        val_fraction=args.val_fraction, split_seed=args.split_seed)
-    dataset = SeededViews(images, crops)
+    try:
+        images, num_classes = build_dataset(
+            args.dataset, args.data_path, "pretrain", crops, download=args.download,
+            val_fraction=args.val_fraction, split_seed=args.split_seed)
+        # unreadable images are replaced by readable ones; none at all fails now, not hours in
+        dataset = SubstitutingViews(images, crops)
+        _ = dataset[(0, 0)]
+    except (OSError, ValueError) as err:
+        raise fail(str(err)) from None
     micro_batch = args.batch_size // (run.world_size * args.accum_steps)
     sampler = SeededSampler(dataset, num_replicas=run.world_size, rank=run.rank, shuffle=True,
                             seed=args.seed, drop_last=True)
@@ -564,11 +637,10 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
             raise fail("--knn-every needs a labelled data set")
         resize = args.image_size if args.preset == "small" else int(args.image_size * 256 / 224)
         knn_loaders = tuple(
-            DataLoader(shard(build_dataset(args.dataset, args.data_path, split,
-                                           eval_transform(args.image_size, resize),
-                                           val_fraction=args.val_fraction,
-                                           split_seed=args.split_seed)[0],
-                             run.rank, run.world_size),
+            DataLoader(shard(ReplaceUnreadable(build_dataset(
+                args.dataset, args.data_path, split, eval_transform(args.image_size, resize),
+                val_fraction=args.val_fraction, split_seed=args.split_seed)[0]),
+                run.rank, run.world_size),
                        batch_size=max(micro_batch, 64), num_workers=args.workers,
                        generator=torch.Generator())  # not the global RNG: training's stream
             for split in ("train", "val"))
@@ -603,12 +675,13 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
            f"optimizer {args.optimizer}")
 
     # ======================= resume =======================
+    guards = Guards.create(args, out, signals, optimizer, run.device, run.rank,
+                           lr_at=lambda step: sched.lr(step - 1))
     rng_states = None
-    ckpt_path = out / "checkpoint.pt" if args.resume == "auto" else args.resume
-    if ckpt_path and Path(ckpt_path).is_file():
-        rng_states = resume(Path(ckpt_path), learner, optimizer, scaler, sched, run, args)
-    elif args.resume == "auto":
-        print0(f"--resume auto: no {ckpt_path} yet, starting from scratch")
+    found = checkpoint_to_resume(args.resume, guards.checkpoints)
+    if found is not None:
+        rng_states = resume(*found, learner, optimizer, scaler, sched, run, args)
+        guards.checkpoints.last = (found[0], sched.step)
     if knn_loaders and sched.step == 0:  # the level the kNN curve is read against
         init_knn = knn_monitor(learner, knn_loaders, run, args.knn_k, num_classes)
         print0(f"kNN top-1 at initialisation: {init_knn:.2f}%")
@@ -625,6 +698,13 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
     if args.compile:
         model = torch.compile(model)
 
+    def save() -> None:
+        """Checkpoint this step (once), never with non-finite weights; a collective."""
+        if guards.checkpoints.last is None or guards.checkpoints.last[1] != sched.step:
+            guards.divergence.ensure_finite(learner, sched.step)
+            save_all(model, optimizer, scaler, sched, run, args, guards.checkpoints)
+        guards.control.saved()
+
     # ======================= train =======================
     log = RunLog(out, run.is_main, args.tensorboard, sched.step)
     timer = Timer()
@@ -636,7 +716,9 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
         sampler.set_start(sched.step % steps_per_epoch * args.accum_steps * micro_batch)
         loader.generator.manual_seed(args.seed + epoch)  # worker seeds: deterministic per epoch
         stats = train_one_epoch(model, learner, loader, optimizer, scaler, sched, epoch, run,
-                                log, args)
+                                log, args, guards, save)
+        if guards.control.stopped_by:  # preempted: the checkpoint of this step is written
+            break
         finished = sched.step % steps_per_epoch == 0
         last = sched.done or epoch == args.epochs - 1
         if knn_loaders and finished and ((epoch + 1) % args.knn_every == 0 or last):
@@ -647,12 +729,17 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo) -> None
                f"tau {stats['tau']:.5f}  proj std {stats['projection_std']:.4f}  "
                f"{stats['images_per_s']:.0f} img/s")
         if last or (args.save_every and finished and (epoch + 1) % args.save_every == 0):
-            save_all(out, model, optimizer, scaler, sched, run, args)
+            save()
 
     # ======================= finish =======================
     log.close()
-    print0(f"done: {sched.step} steps in {timer.elapsed() / 60:.1f} min; checkpoint "
-           f"{out / 'checkpoint.pt'}, backbone {out / 'backbone.pt'}")
+    if guards.control.stopped_by:
+        print0(f"{guards.control.stopped_by} received: stopped after step {sched.step} and saved "
+               f"{guards.checkpoints.last[0]}; to continue, run the same command with "
+               "--resume auto")
+        return
+    print0(f"done: {sched.step} steps in {timer.elapsed() / 60:.1f} min{guards.skipped()}; "
+           f"checkpoint {out / 'checkpoint.pt'}, backbone {out / 'backbone.pt'}")
 
 
 if __name__ == "__main__":

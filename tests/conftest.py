@@ -1,20 +1,85 @@
-"""Shared fixtures: seeded RNG, tiny backbones and image batches."""
+"""Shared fixtures: seeded RNG, tiny backbones and image batches; running the example scripts."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MINI_CIFAR = REPO_ROOT.parent / "shared" / "data" / "cifar10_mini_train.npz"
+EXAMPLES = REPO_ROOT / "examples"
+# A few-second pretraining run: 16 px images, small heads, a log record per step.
+TINY = ["--image-size", "16", "--batch-size", "8", "--proj-dim", "16", "--proj-hidden-dim", "32",
+        "--log-every", "1", "--no-tensorboard"]
+
+
+def run_script(script: str, *args: str, nproc: int = 1, timeout: int = 300,
+               env: dict[str, str] | None = None, torchrun_args: tuple[str, ...] = (),
+               check: bool = True) -> subprocess.CompletedProcess:
+    """Run examples/<script> (under torchrun for nproc > 1, with ``torchrun_args``), with
+    ``env`` added to the environment; with ``check``, fails the test on a non-zero exit."""
+    cmd = [sys.executable, str(EXAMPLES / script), *map(str, args)]
+    if nproc > 1:
+        cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+                    *torchrun_args]
+    # One intra-op thread per process: two cores shared by everything in the test run.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
+                          env=env, check=False)
+    if check:
+        assert proc.returncode == 0, (f"{script} failed:\n{proc.stdout[-3000:]}\n"
+                                      f"{proc.stderr[-3000:]}")
+    return proc
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def assert_same_model(a: Path, b: Path) -> None:
+    """The two checkpoints hold bit-identical learner tensors (online, predictor, target)."""
+    a, b = (torch.load(p, weights_only=True)["model"] for p in (a, b))
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+def pretrain_error(argv: list[str], capsys) -> str:
+    """Run pretrain.py's main() in-process, expect a non-zero SystemExit, return stderr."""
+    pretrain = importlib.import_module("pretrain")
+    with pytest.raises(SystemExit) as exc:
+        pretrain.main(pretrain.get_args_parser().parse_args(argv))
+    assert exc.value.code not in (0, None)
+    return capsys.readouterr().err
+
+
+def class_images(rng: np.random.Generator, label: int, n: int, size: int) -> np.ndarray:
+    """(n, 3, size, size) uint8 noise around a class-specific colour (so kNN has signal)."""
+    colour = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]][label % 3]).reshape(1, 3, 1, 1)
+    noise = rng.integers(-40, 40, (n, 3, size, size))
+    return np.clip(colour + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def npz_file(tmp_path_factory) -> Path:
+    """48 labelled 16x16 images in the npz format (train_images, train_labels)."""
+    path = tmp_path_factory.mktemp("npz") / "tiny.npz"
+    rng = np.random.default_rng(1)
+    labels = np.arange(48) % 3
+    images = np.concatenate([class_images(rng, int(y), 1, 16) for y in labels])
+    np.savez(path, train_images=images, train_labels=labels.astype(np.int64))
+    return path
 
 
 def load_script(relative_path: str, module_name: str) -> ModuleType:

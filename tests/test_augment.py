@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
+from conftest import MINI_CIFAR
 
 import byol_pytorch.augment as augment_module
 from byol_pytorch.augment import (
@@ -35,7 +35,7 @@ from byol_pytorch.augment import (
     solarize,
 )
 
-CIFAR = Path("/work/shared/data/cifar10_mini_train.npz")
+CIFAR = MINI_CIFAR
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 # Everything off except what a test switches on; identity normalisation.

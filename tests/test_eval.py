@@ -222,6 +222,26 @@ def test_extract_features_raw_matches_eval_forward() -> None:
     assert not model.training
 
 
+@pytest.mark.parametrize("progress", [False, True])
+def test_extract_features_iterates_the_loader_once(progress: bool) -> None:
+    """One pass over the loader: a DataLoader with workers starts them once per call."""
+    class CountingLoader:
+        passes = 0
+
+        def __init__(self) -> None:
+            self.loader = _image_loader()
+
+        def __iter__(self):
+            CountingLoader.passes += 1
+            return iter(self.loader)
+
+        def __len__(self) -> int:
+            return len(self.loader)
+
+    feats, _ = extract_features(_Frozen().eval(), CountingLoader(), progress=progress)
+    assert CountingLoader.passes == 1 and feats.shape[0] == 10
+
+
 def test_extract_features_bad_loader_restores_mode() -> None:
     model = _Frozen().train()
     with pytest.raises(TypeError, match="\\(images, labels\\)"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,40 +22,15 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import MINI_CIFAR, REPO_ROOT as ROOT
+from conftest import (EXAMPLES, MINI_CIFAR, REPO_ROOT as ROOT, TINY, assert_same_model,
+                      class_images, pretrain_error, read_jsonl, run_script)
 
-EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-TINY = ["--image-size", "16", "--batch-size", "8", "--proj-dim", "16", "--proj-hidden-dim", "32",
-        "--log-every", "1", "--no-tensorboard"]
+CHANCE = 100 / 3  # % top-1 of a guess among the fixtures' 3 colour-coded classes
 STEP_FIELDS = {"step", "epoch", "loss", "lr", "tau", "projection_std"}
 EPOCH_FIELDS = {"epoch", "step", "loss", "lr", "tau", "projection_std", "knn_top1",
                 "images_per_s", "time"}
-
-
-def run_script(script: str, *args: str, nproc: int = 1, timeout: int = 300
-               ) -> subprocess.CompletedProcess:
-    """Run examples/<script> (under torchrun for nproc > 1); fails the test on a non-zero exit."""
-    cmd = [sys.executable, str(EXAMPLES / script), *map(str, args)]
-    if nproc > 1:
-        cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    # One intra-op thread per process: two cores shared by everything in the test run.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
-    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _class_images(rng: np.random.Generator, label: int, n: int, size: int) -> np.ndarray:
-    """(n, 3, size, size) uint8 noise around a class-specific colour (so kNN has signal)."""
-    colour = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]][label % 3]).reshape(1, 3, 1, 1)
-    noise = rng.integers(-40, 40, (n, 3, size, size))
-    return np.clip(colour + noise, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +44,9 @@ def image_folder(tmp_path_factory) -> Path:
         for label in range(3):
             folder = root / split / f"class_{label}"
             folder.mkdir(parents=True)
-            for i, img in enumerate(_class_images(rng, label, n, 20)):
+            for i, img in enumerate(class_images(rng, label, n, 20)):
                 Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i}.png")
     return root
-
-
-@pytest.fixture(scope="module")
-def npz_file(tmp_path_factory) -> Path:
-    """48 labelled 16x16 images in the npz format (train_images, train_labels)."""
-    path = tmp_path_factory.mktemp("npz") / "tiny.npz"
-    rng = np.random.default_rng(1)
-    labels = np.arange(48) % 3
-    images = np.concatenate([_class_images(rng, int(y), 1, 16) for y in labels])
-    np.savez(path, train_images=images, train_labels=labels.astype(np.int64))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +74,9 @@ def test_pretrain_folder_writes_checkpoint_logs_and_backbone(folder_run):
     epochs = read_jsonl(folder_run / "log_epochs.jsonl")
     assert [r["epoch"] for r in epochs] == [0, 1]
     init = json.loads((folder_run / "knn_init.json").read_text())  # before the first step
-    assert init["knn_k"] == 20 and 0 <= init["knn_top1"] <= 100
-    assert all(set(r) == EPOCH_FIELDS and 0 <= r["knn_top1"] <= 100 for r in epochs)
+    # the fixtures' classes differ by colour: kNN on any sensible features beats chance (1/3)
+    assert init["knn_k"] == 20 and init["knn_top1"] > CHANCE
+    assert all(set(r) == EPOCH_FIELDS and r["knn_top1"] > CHANCE for r in epochs)
     header = (folder_run / "log_epochs.csv").read_text().splitlines()[0].split(",")
     assert set(header) == EPOCH_FIELDS
     ckpt = torch.load(folder_run / "checkpoint.pt", weights_only=True)
@@ -144,7 +108,7 @@ def test_knn_eval_on_full_checkpoint(folder_run, tmp_path):
                       "10", "--workers", "0", "--output", out)
     assert "kNN top-1" in proc.stdout
     result = json.loads(out.read_text())
-    assert 0 <= result["knn_top1@5"] <= 100 and 0 <= result["knn_top1@10"] <= 100
+    assert result["knn_top1@5"] > CHANCE and result["knn_top1@10"] > CHANCE
     assert result["num_train"] == 24 and result["num_val"] == 6 and result["feature_dim"] == 512
 
 
@@ -196,7 +160,7 @@ def test_pretrain_npz_two_processes_then_distributed_eval(npz_file, tmp_path):
     steps = read_jsonl(out / "log_steps.jsonl")  # 43 train images // 4 per process = 10 micro
     assert [r["step"] for r in steps] == list(range(1, 11))  # -> 5 steps/epoch, 2 epochs
     epochs = read_jsonl(out / "log_epochs.jsonl")
-    assert epochs[0]["knn_top1"] is None and 0 <= epochs[1]["knn_top1"] <= 100
+    assert epochs[0]["knn_top1"] is None and epochs[1]["knn_top1"] > CHANCE
     args = json.loads((out / "args.json").read_text())
     assert args["batch_size"] == 8 and args["view_batching"] == "separate"
     # A bare backbone without args.json next to it: the model flags must be given.
@@ -208,13 +172,13 @@ def test_pretrain_npz_two_processes_then_distributed_eval(npz_file, tmp_path):
                "--dataset", "npz", "--data-path", npz_file, "--image-size", "16", "--k", "3",
                "--output", knn_out, nproc=2)
     result = json.loads(knn_out.read_text())
-    assert result["num_train"] == 43 and result["num_val"] == 5 and 0 <= result["knn_top1@3"] <= 100
+    assert result["num_train"] == 43 and result["num_val"] == 5 and result["knn_top1@3"] > CHANCE
     assert result["workers"] == 0  # the default for in-memory data
     lin_out = tmp_path / "linear.json"
     run_script("linear_eval.py", "--checkpoint", out / "checkpoint.pt", "--protocol", "augment",
                "--epochs", "2", "--probe-batch-size", "8", "--workers", "0", "--output", lin_out,
                nproc=2)
-    assert 0 <= json.loads(lin_out.read_text())["linear_top1"] <= 100
+    assert json.loads(lin_out.read_text())["linear_top1"] > CHANCE
 
 
 @pytest.mark.slow
@@ -243,9 +207,7 @@ def test_resume_continues_the_same_run(npz_file, tmp_path):
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
-    for key, value in a["model"].items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, b["model"][key]), key
+    assert_same_model(tmp_path / "straight" / "checkpoint.pt", tmp_path / "split" / "checkpoint.pt")
 
 
 @pytest.mark.slow
@@ -280,14 +242,6 @@ def test_help_from_the_command_line():
     assert "--batch-size" in proc.stdout and "GLOBAL batch" in proc.stdout
 
 
-def _pretrain_error(argv: list[str], capsys) -> str:
-    pretrain = importlib.import_module("pretrain")
-    with pytest.raises(SystemExit) as exc:
-        pretrain.main(pretrain.get_args_parser().parse_args(argv))
-    assert exc.value.code not in (0, None)
-    return capsys.readouterr().err
-
-
 @pytest.mark.parametrize("argv, world, message", [
     (["--dataset", "folder", "--data-path", "/nonexistent/imagenet"], 1, "does not exist"),
     (["--dataset", "folder"], 1, "needs --data-path"),
@@ -305,7 +259,7 @@ def _pretrain_error(argv: list[str], capsys) -> str:
 ])
 def test_pretrain_rejects_bad_arguments(argv, world, message, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", str(world))  # validated before joining any process group
-    assert message in _pretrain_error(argv, capsys)
+    assert message in pretrain_error(argv, capsys)
 
 
 @pytest.mark.parametrize("argv, crop_min_scale, flip_p", [
@@ -336,7 +290,7 @@ def test_lars_clipping_follows_preset_and_flag(argv, clip, image_folder):
 
 
 def test_unknown_backbone_lists_close_names(capsys):
-    assert "resnet18" in _pretrain_error(["--backbone", "resnet181"], capsys)
+    assert "resnet18" in pretrain_error(["--backbone", "resnet181"], capsys)
 
 
 def test_bad_arguments_exit_nonzero_from_the_command_line(tmp_path):
@@ -535,7 +489,7 @@ def _run_augment_protocol(lrs: list[float]):
     linear_eval = importlib.import_module("linear_eval")
     rng = np.random.default_rng(0)
     labels = np.arange(24) % 3
-    images = np.concatenate([_class_images(rng, int(y), 1, 4) for y in labels])
+    images = np.concatenate([class_images(rng, int(y), 1, 4) for y in labels])
     data = TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
     encoder = _CountingEncoder()
     setup = common.EvalSetup(encoder, data, data, 3, {})

@@ -7,7 +7,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
 __all__ = ["extract_features", "knn_predict", "knn_accuracy"]
 

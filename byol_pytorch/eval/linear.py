@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from byol_pytorch.eval.knn import _check_features, _check_label_range
 from byol_pytorch.schedules import warmup_cosine
