@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _common import sync
 from torch import Tensor
 
 from byol_pytorch.augment import (
@@ -36,11 +37,6 @@ from byol_pytorch.augment import (
     BYOLAugment,
     default_views,
 )
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def median_seconds(fn: Callable[[], object], device: torch.device, iters: int,

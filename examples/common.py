@@ -10,13 +10,11 @@ import argparse
 import csv
 import datetime
 import json
-import math
 import os
 import random
 import sys
 import time
 import warnings
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -32,7 +30,7 @@ from byol_pytorch.features import FeatureExtractor, HiddenLayer
 
 __all__ = [
     "DistInfo", "init_distributed", "cleanup_distributed", "env_world_size", "restart_count",
-    "is_main_process", "print0", "seed_everything", "SmoothedValue", "MetricMeter", "JsonlWriter", "CsvWriter",
+    "is_main_process", "print0", "seed_everything", "JsonlWriter", "CsvWriter",
     "truncate_log", "capture_rng_state", "restore_rng_state", "gather_rng_states",
     "save_checkpoint", "load_checkpoint", "backbone_state_dict", "save_backbone",
     "all_gather_varsize", "parse_hidden_layer", "load_pretrained_backbone", "EvalEncoder",
@@ -229,50 +227,6 @@ def _cpu(x: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ metrics and logs
-class SmoothedValue:
-    """Running statistics of a scalar series: median/mean over a window, and the global mean."""
-
-    def __init__(self, window: int = 20) -> None:
-        self.window: deque[float] = deque(maxlen=window)
-        self.total = 0.0
-        self.count = 0
-
-    def update(self, value: float, n: int = 1) -> None:
-        self.window.append(float(value))
-        self.total += float(value) * n
-        self.count += n
-
-    @property
-    def avg(self) -> float:
-        return sum(self.window) / len(self.window) if self.window else math.nan
-
-    @property
-    def global_avg(self) -> float:
-        return self.total / self.count if self.count else math.nan
-
-    @property
-    def value(self) -> float:
-        return self.window[-1] if self.window else math.nan
-
-
-class MetricMeter:
-    """A named set of :class:`SmoothedValue`; ``str(meter)`` gives ``loss 0.1234 (0.2345) ...``."""
-
-    def __init__(self, window: int = 20) -> None:
-        self.window = window
-        self.meters: dict[str, SmoothedValue] = {}
-
-    def update(self, n: int = 1, **values: float) -> None:
-        for name, value in values.items():
-            self.meters.setdefault(name, SmoothedValue(self.window)).update(value, n)
-
-    def __getitem__(self, name: str) -> SmoothedValue:
-        return self.meters[name]
-
-    def __str__(self) -> str:
-        return "  ".join(f"{k} {m.value:.4g} ({m.global_avg:.4g})" for k, m in self.meters.items())
-
-
 class JsonlWriter:
     """Append one JSON object per line; flushed after each record so readers can tail the file."""
 

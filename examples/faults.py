@@ -43,6 +43,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM and torchrun send 
 STOPPED = 3  # exit status of a run stopped by divergence or collapse (2: bad arguments)
 LATEST = "checkpoint.pt"
 STEP_PREFIX = "checkpoint-step"
+# Written by a run stopped on purpose (divergence, collapse): a torchrun restart must not retry it.
+STOP_NOTE = "STOPPED"
 # What torch.load raises on a truncated, empty or foreign file.
 UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError)
 _NEVER = 2**62  # "no bad step yet", as a step number
@@ -192,6 +194,15 @@ def checkpoint_to_resume(resume: str | None, checkpoints: Checkpoints) -> tuple[
     one in the output directory that loads. After a torchrun restart (a lost worker) the newest
     one is taken whatever ``--resume`` says, so the group goes on without a manual step."""
     restarted = restart_count() > 0
+    note = checkpoints.out / STOP_NOTE
+    if restarted and note.is_file():
+        if is_main_process():
+            say(f"error: the previous attempt stopped on purpose ({note.read_text().strip()}); a "
+                "torchrun restart does not retry it. Fix the cause, then run the same command "
+                "with --resume auto")
+        raise SystemExit(STOPPED)
+    if not restarted and is_main_process():
+        note.unlink(missing_ok=True)  # a run started by hand is a new attempt
     if restarted:
         print0(f"torchrun restart {restart_count()}: resuming from the newest checkpoint in "
                f"{checkpoints.out}")
@@ -223,6 +234,7 @@ def stop_run(reason: str, checkpoints: Checkpoints, advice: str, good: bool = Tr
                                                    if good else ""))
     if is_main_process():
         say(f"error: {reason}; stopped without saving. {last}. {advice}")
+        (checkpoints.out / STOP_NOTE).write_text(reason + "\n")
     return SystemExit(STOPPED)
 
 

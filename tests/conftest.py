@@ -145,7 +145,10 @@ def peer_runs(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("peer") / "runs.pt"
     script = REPO_ROOT / "tests" / "peer" / "run_0_9_1.py"
     # -I and another cwd: this repository's byol_pytorch must not shadow the peer's
+    # The same torch thread count as this process: training from the same start is compared to
+    # rounding, and a different thread count changes the rounding of every reduction.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.run([python, "-I", str(script), str(out)], cwd=out.parent,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return torch.load(out)

@@ -137,6 +137,24 @@ def test_nonfinite_step_stops_and_leaves_the_last_good_checkpoint(fault, flags, 
 
 
 @pytest.mark.slow
+def test_a_stopped_run_is_not_retried_by_a_torchrun_restart(common, tmp_path):
+    """torchrun restarts a group whose worker exited non-zero: after a divergence stop the
+    restarted attempt (TORCHELASTIC_RESTART_COUNT > 0) exits at once instead of diverging again
+    from the last good checkpoint; a run started by hand with --resume auto goes on."""
+    proc = run_script("pretrain.py", *common, "--output-dir", tmp_path, "--log-every", "1",
+                      env=faults("nan@3"), check=False)
+    assert proc.returncode == 3 and steps_kept(tmp_path) == [2]
+    proc = run_script("pretrain.py", *common, "--output-dir", tmp_path, "--log-every", "1",
+                      env={"TORCHELASTIC_RESTART_COUNT": "1"}, check=False)
+    assert proc.returncode == 3 and steps_kept(tmp_path) == [2]
+    assert ("error: the previous attempt stopped on purpose (the loss or gradient norm became "
+            "non-finite at step 3") in proc.stderr and "does not retry it" in proc.stderr
+    proc = run_script("pretrain.py", *common, "--output-dir", tmp_path, "--resume", "auto")
+    assert f"resumed from {ckpt(tmp_path, 2)} at step 2" in proc.stdout
+    assert steps_kept(tmp_path) == [2, 4, 6, 8]
+
+
+@pytest.mark.slow
 def test_skip_bad_steps_leaves_the_state_unchanged_then_stops_past_the_limit(common, tmp_path):
     """Step 3's loss and step 5's gradients are non-finite (--skip-bad-steps checks both)."""
     proc = run_script("pretrain.py", *common, "--output-dir", tmp_path, "--save-every-steps", "1",
