@@ -4,17 +4,21 @@ A drop-in for byol-pytorch 0.9.1 (same import name, ``byol_pytorch``); its modul
 ``byol_pytorch.byol_pytorch`` is here too, with the same names.
 """
 
-from byol_pytorch._install import warn_if_shadowed
-from byol_pytorch.augment import BYOLAugment, default_views
-from byol_pytorch.byol import BYOL, unwrap, update_moving_average
-from byol_pytorch.ema import EMA, ema_update_, make_target
-from byol_pytorch.features import FeatureExtractor, NetWrapper, resolve_layer
-from byol_pytorch.heads import MLP, SEM, SimSiamMLP
-from byol_pytorch.losses import byol_loss, symmetric_byol_loss
-from byol_pytorch.models import cifar_stem_, create_backbone
-from byol_pytorch.schedules import cosine_tau, warmup_cosine
-from byol_pytorch.trainer import BYOLTrainer, MockDataset
-from byol_pytorch.version import __version__
+import torch
+
+from byol_pytorch._install import check_torch, warn_if_shadowed
+
+check_torch(torch.__version__)  # before the modules that use newer torch APIs
+from byol_pytorch.augment import BYOLAugment, default_views  # noqa: E402
+from byol_pytorch.byol import BYOL, unwrap, update_moving_average  # noqa: E402
+from byol_pytorch.ema import EMA, ema_update_, make_target  # noqa: E402
+from byol_pytorch.features import FeatureExtractor, NetWrapper, resolve_layer  # noqa: E402
+from byol_pytorch.heads import MLP, SEM, SimSiamMLP  # noqa: E402
+from byol_pytorch.losses import byol_loss, symmetric_byol_loss  # noqa: E402
+from byol_pytorch.models import cifar_stem_, create_backbone  # noqa: E402
+from byol_pytorch.schedules import cosine_tau, warmup_cosine  # noqa: E402
+from byol_pytorch.trainer import BYOLTrainer, MockDataset  # noqa: E402
+from byol_pytorch.version import __version__  # noqa: E402
 
 warn_if_shadowed()
 

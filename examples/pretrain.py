@@ -281,19 +281,27 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         raise fail(error)
     if args.resume and args.resume != "auto" and not Path(args.resume).is_file():
         raise fail(f"--resume {args.resume!r} does not exist")
+    if args.cifar_stem is None:  # the preset's CIFAR stem, where it applies: ResNet-like stems
+        args.cifar_stem = PRESETS[args.preset]["cifar_stem"] and _has_resnet_stem(args)
     return args
+
+
+def _has_resnet_stem(args: argparse.Namespace) -> bool:
+    """Whether the backbone has a ResNet stem (conv1 + maxpool); built on the meta device, so
+    that no weights are allocated or initialised."""
+    try:
+        with torch.device("meta"):
+            net = create_backbone(args.backbone, image_size=args.image_size)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    return isinstance(getattr(net, "conv1", None), nn.Conv2d) and hasattr(net, "maxpool")
 
 
 def build_backbone(args: argparse.Namespace) -> nn.Module:
     """The backbone by name, residual blocks starting as identities (the last BN of each block
-    zero-initialised, as the official ResNets); the preset's CIFAR stem is applied to ResNets
-    only unless asked."""
+    zero-initialised, as the official ResNets), with the CIFAR stem if ``args.cifar_stem``."""
     try:
         net = create_backbone(args.backbone, image_size=args.image_size, zero_init_residual=True)
-        if args.cifar_stem is None:  # preset default: only where it applies
-            resnet_like = isinstance(getattr(net, "conv1", None), nn.Conv2d) and hasattr(
-                net, "maxpool")
-            args.cifar_stem = PRESETS[args.preset]["cifar_stem"] and resnet_like
         return cifar_stem_(net) if args.cifar_stem else net
     except ValueError as err:
         raise fail(str(err)) from None

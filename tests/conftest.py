@@ -91,6 +91,13 @@ def load_script(relative_path: str, module_name: str) -> ModuleType:
     return module
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Comparisons with the real 0.9.1 train it in another interpreter first: end-to-end, slow.
+    for item in items:
+        if "peer_runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

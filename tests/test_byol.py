@@ -98,6 +98,7 @@ def test_huge_flattened_representation_warns():
              projection_hidden_size=4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_one_line_wrap_trains_every_backbone_family(name):
     make, layer, size, dim = BACKBONES[name]
@@ -137,6 +138,7 @@ def test_training_step_updates_online_not_target_until_ema(images):
         assert torch.allclose(t1, tau * o0 + (1 - tau) * o1, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_loss_falls_on_fixed_batch():
     torch.manual_seed(0)
     learner = make_learner(image_size=16)
@@ -324,6 +326,7 @@ def test_autocast(images, dtype):
     assert torch.isfinite(learner.online_predictor[0].weight.grad).all()
 
 
+@pytest.mark.slow
 def test_channels_last():
     net = torchvision.models.resnet18().to(memory_format=torch.channels_last)
     learner = BYOL(net, image_size=32, hidden_layer="avgpool", projection_hidden_size=32)
@@ -342,6 +345,7 @@ def _same_weights_learners(*modes, **overrides):
     return learners
 
 
+@pytest.mark.slow
 def test_joint_views_differ_only_by_batchnorm_statistics():
     v1, v2 = torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)
     separate, joint = _same_weights_learners("separate", "joint")
@@ -351,6 +355,7 @@ def test_joint_views_differ_only_by_batchnorm_statistics():
     assert torch.allclose(separate(v1, x2=v2), joint(v1, x2=v2), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:the views are")
 def test_view_batching_default_and_views_of_two_sizes():
     assert make_learner().view_batching == "separate"  # per-view BatchNorm statistics (paper)

@@ -101,6 +101,7 @@ def test_compiled_training_step_compiles_once():
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_inductor_matches_eager():
     learner = BYOL(TinyNet(), **small_byol_kwargs())
     compiled = torch.compile(learner)

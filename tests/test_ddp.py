@@ -69,6 +69,7 @@ def _worker(rank: int, port: int, result_dir: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(tmp_path):
     if not dist.is_available():
         pytest.skip("torch.distributed unavailable")

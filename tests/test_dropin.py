@@ -23,7 +23,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import TinyNet
+from conftest import REPO_ROOT, TinyNet
 from torch import nn
 from torchvision import models
 from torchvision import transforms as T
@@ -81,6 +81,7 @@ def test_constructor_and_forward_signatures_match_0_9_1():
     assert fwd[:4] == ["self", "x", "return_embedding", "return_projection"]
 
 
+@pytest.mark.slow
 def test_plain_loop_and_save(tmp_path):
     resnet = models.resnet18()
     learner = BYOL(resnet, image_size=SIZE, hidden_layer="avgpool", **SMALL)
@@ -92,6 +93,7 @@ def test_plain_loop_and_save(tmp_path):
                                                  resnet.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_simsiam_mode():
     resnet = models.resnet18()
     learner = BYOL(resnet, image_size=SIZE, hidden_layer="avgpool", **SMALL,
@@ -118,6 +120,7 @@ def test_all_hyperparameters_by_keyword():
     assert (predictor[0].out_features, predictor[3].out_features) == (4096, 256)
 
 
+@pytest.mark.slow
 def test_custom_kornia_augmentations():
     resnet = models.resnet18()
     augment_fn = nn.Sequential(kornia.augmentation.RandomHorizontalFlip())
@@ -144,6 +147,7 @@ def test_return_embedding():
     assert torch.equal(embedding, learner(imgs, True, False))  # their positional form
 
 
+@pytest.mark.slow
 def test_reset_moving_average_and_simplicial_embeddings():
     learner = BYOL(models.resnet18(), image_size=SIZE, hidden_layer="avgpool", **SMALL,
                    use_simplicial_embeddings=True, sem_num_simplices=4, sem_simplex_dim=4)
@@ -154,6 +158,7 @@ def test_reset_moving_average_and_simplicial_embeddings():
     assert all(torch.equal(v, online[k]) for k, v in learner.target_encoder.state_dict().items())
 
 
+@pytest.mark.slow
 def test_trainer_and_mock_dataset(tmp_path):
     resnet = models.resnet18()
     trainer = BYOLTrainer(
@@ -214,6 +219,7 @@ def test_backbone_on_cuda_needs_no_to():
     assert_falls(run_loop(learner, torch.rand(8, 3, SIZE, SIZE, device="cuda")))
 
 
+@pytest.mark.slow
 def test_encoder_attributes_as_monitoring_code_uses_them():
     """wandb-style monitoring: ``learner.online_encoder(images)[0]`` (projection) against
     ``learner.target_encoder(images)[0]``; ``_, repr = learner.online_encoder(images)``."""
@@ -249,6 +255,7 @@ def test_setting_target_ema_updater_beta_changes_the_rate():
         assert torch.allclose(t1, 0.5 * t0 + 0.5 * o, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_saving_online_encoder_net_and_reloading_it(tmp_path):
     """``torch.save(learner.online_encoder.net.state_dict(), path)``, later
     ``model.learner.online_encoder.net.load_state_dict(torch.load(path))``."""
@@ -261,6 +268,7 @@ def test_saving_online_encoder_net_and_reloading_it(tmp_path):
                                                  learner.net.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_checkpoint_filtered_by_online_encoder_prefix(tmp_path):
     """Keep the keys starting with ``learner.online_encoder.net.`` of a wrapper's checkpoint, strip
     the prefix, load into a fresh backbone with ``strict=True``."""
@@ -312,6 +320,7 @@ def test_netwrapper_built_directly_for_feature_extraction():
     assert encoder.projector[0].in_features == 8
 
 
+@pytest.mark.slow
 def test_custom_learner_assembled_from_0_9_1_pieces():
     """Projects that adapt BYOL (other inputs, other views) rebuild the learner from 0.9.1's
     pieces: ``NetWrapper`` (projector created by a dry-run forward), ``MLP``, ``EMA``,
@@ -362,6 +371,7 @@ def test_custom_learner_assembled_from_0_9_1_pieces():
     assert 0 < (after - online).abs().max() < (before - online).abs().max()
 
 
+@pytest.mark.slow
 def test_lightning_module_with_ema_in_on_before_zero_grad(tmp_path):
     """0.9.1's Lightning example: the learner inside a LightningModule, ``self.parameters()`` to
     Adam, the EMA update in ``on_before_zero_grad``; then reload its checkpoint."""
@@ -431,6 +441,7 @@ def test_hidden_layer_minus_one_is_the_networks_output():
     assert learner.online_encoder.projector[0].in_features == 5  # TinyNet's 5 classes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [
     pytest.param(lambda: timm.create_model("resnet18", in_chans=1, num_classes=0), id="timm"),
     pytest.param(lambda: _single_channel(models.resnet18()), id="conv1-replaced"),
@@ -631,6 +642,21 @@ def test_import_warns_when_byol_pytorch_0_9_1_is_installed_too(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "pip uninstall -y byol-pytorch byol-torch && pip install byol-torch" in proc.stderr
+
+
+@pytest.mark.parametrize("version, fails", [("2.2.2+cpu", True), ("2.3.0", False)])
+def test_import_names_the_torch_bound(version, fails):
+    """An older torch fails at import with the fix, not with an AttributeError deep in a step;
+    the bound is the one setup.cfg declares."""
+    code = f"import torch; torch.__version__ = {version!r}; import byol_pytorch"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert (proc.returncode != 0) == fails, proc.stderr[-500:]
+    if fails:
+        assert (f"byol_pytorch needs torch>=2.3, found torch {version}; upgrade it: pip install "
+                "'torch>=2.3'") in proc.stderr
+    declared = (REPO_ROOT / "setup.cfg").read_text()
+    assert "    torch>=2.3\n" in declared and "    torchvision>=0.18\n" in declared
 
 
 # =========================================================================== 3. the real 0.9.1

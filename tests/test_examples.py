@@ -289,6 +289,22 @@ def test_lars_clipping_follows_preset_and_flag(argv, clip, image_folder):
     assert args.lars_clip is clip and optimizer.defaults["clip_lr"] is clip
 
 
+@pytest.mark.parametrize("argv, stem", [
+    (["--dataset", "digits"], True),  # small preset, a ResNet: the CIFAR stem
+    (["--dataset", "digits", "--no-cifar-stem"], False),
+    (["--dataset", "digits", "--backbone", "timm:vit_tiny_patch16_224"], False),  # no ResNet stem
+    (["--dataset", "folder", "--data-path", "FOLDER"], False),  # imagenet preset
+])
+def test_cifar_stem_is_resolved_with_the_other_arguments(argv, stem, image_folder):
+    pretrain = importlib.import_module("pretrain")
+    argv = [str(image_folder) if a == "FOLDER" else a for a in argv]
+    args = pretrain.resolve_args(pretrain.get_args_parser().parse_args(argv))
+    assert args.cifar_stem is stem
+    net = pretrain.build_backbone(args)
+    if hasattr(net, "conv1"):  # the stem built is the one resolved
+        assert (net.conv1.kernel_size == (3, 3)) is stem
+
+
 def test_unknown_backbone_lists_close_names(capsys):
     assert "resnet18" in pretrain_error(["--backbone", "resnet181"], capsys)
 
