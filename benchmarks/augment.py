@@ -1,18 +1,17 @@
-"""Throughput of BYOL's two-view augmentation: our torch backend vs kornia vs torchvision.
+"""Throughput of BYOL's two-view augmentation: ours vs kornia vs torchvision.
 
 Prints markdown tables:
 
 1. images/s (each image -> the paper's two views) per image size for
-   * ``byol_pytorch`` torch backend (per-image parameters, vectorised) with the preset's colour
-     jitter (``--preset imagenet``: the official BYOL code's, ``jitter_style="byol"``),
+   * ``byol_pytorch`` (per-image parameters, vectorised) with the preset's colour jitter
+     (``--preset imagenet``: the official BYOL code's, ``jitter_style="byol"``),
    * the same with torchvision's colour jitter (``jitter_style="torchvision"``),
-   * ``byol_pytorch`` kornia backend (per-image parameters, kornia ops; kornia's ColorJitter has
-     torchvision's definitions, so this backend runs ``jitter_style="torchvision"``),
-   * kornia's stock ``AugmentationSequential`` with the same ops (per-image parameters),
+   * kornia's stock ``AugmentationSequential`` with the same ops (per-image parameters; kornia's
+     ColorJitter has torchvision's definitions), built here; skipped if kornia is not installed,
    * torchvision.transforms.v2 on the whole batch (ONE random draw shared by the batch, so not
      the same augmentation; shown as a speed reference only),
    * torchvision.transforms.v2 in a Python loop over images (per-image, the semantic reference).
-2. per-op time of our torch backend for each size, to show what dominates.
+2. per-op time of our augmentation for each size, to show what dominates.
 
 Usage::
 
@@ -31,12 +30,8 @@ import torch
 from _common import sync
 from torch import Tensor
 
-from byol_pytorch.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BYOLAugment,
-    default_views,
-)
+from byol_pytorch.augment import BYOLAugment, default_views, rgb_to_grayscale, solarize
+from byol_pytorch.normalize import IMAGENET_MEAN, IMAGENET_STD
 
 
 def median_seconds(fn: Callable[[], object], device: torch.device, iters: int,
@@ -55,8 +50,18 @@ def median_seconds(fn: Callable[[], object], device: torch.device, iters: int,
     return statistics.median(times)
 
 
+def kornia_available() -> bool:
+    try:
+        import kornia  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def kornia_stock(view: BYOLAugment) -> torch.nn.Module:
-    """kornia's own container with the ops of ``view`` (what a kornia user would write)."""
+    """kornia's own container with the ops of ``view`` (what a kornia user would write): the
+    same per-image draws, zero-padded blur and solarisation threshold 0.5 as ours; the colour
+    jitter has torchvision's definitions and ONE random order of its ops per call."""
     import kornia.augmentation as K
 
     k = view.blur_kernel_size
@@ -100,8 +105,6 @@ def throughput_row(size: int, args: argparse.Namespace, device: torch.device) ->
     x = torch.rand(args.batch, 3, in_size, in_size, device=device)
     ours = default_views(size, args.preset)
     ours_tv = default_views(size, args.preset, jitter_style="torchvision")
-    ours_kornia = default_views(size, args.preset, backend="kornia", jitter_style="torchvision")
-    stock = [kornia_stock(v).to(device) for v in ours]
     tv = [torchvision_v2(v) for v in ours]
 
     def two(views) -> Callable[[], object]:
@@ -111,13 +114,13 @@ def throughput_row(size: int, args: argparse.Namespace, device: torch.device) ->
         return [torch.stack([t(img) for img in x]) for t in tv]
 
     runs: dict[str, Callable[[], object]] = {
-        "ours (torch)": two(ours),
-        "ours (torch), torchvision jitter": two(ours_tv),
-        "ours (kornia backend)": two(ours_kornia),
-        "kornia stock": two(stock),
+        "ours": two(ours),
+        "ours, torchvision jitter": two(ours_tv),
         "torchvision v2, batch (1 draw/batch!)": two(tv),
         "torchvision v2, loop over images": tv_loop,
     }
+    if kornia_available():
+        runs["kornia stock"] = two([kornia_stock(v).to(device) for v in ours])
     row = {}
     with torch.no_grad():
         for name, fn in runs.items():
@@ -130,21 +133,24 @@ def throughput_row(size: int, args: argparse.Namespace, device: torch.device) ->
 
 def view_op_times(view: BYOLAugment, x: Tensor, args: argparse.Namespace,
                   device: torch.device) -> dict[str, float]:
-    """Median ms of each op of one torch-backend view on the batch ``x``."""
+    """Median ms of each op of one view on the batch ``x`` (the view's private steps)."""
     in_size = (x.shape[2], x.shape[3])
-    p = view.sample_params(args.batch, device, input_size=in_size)
-    y = view.crop_flip(x, p).float().clamp_(0, 1)
+    p = view._sample_params(args.batch, device, None, in_size)
+    y = view._crop_flip(x, p).float().clamp_(0, 1)
+    gray = p["grayscale"].view(-1, 1, 1, 1)
     ops: dict[str, Callable[[], object]] = {
-        "sample_params": lambda: view.sample_params(args.batch, device, input_size=in_size),
-        "crop+flip (grid_sample)": lambda: view.crop_flip(x, p),
-        f"colour jitter ({view.jitter_style}, random order)": lambda: view.colour_jitter(y, p),
-        f"grayscale p={view.grayscale_p}": lambda: view.grayscale_(y, p),
+        "sample params": lambda: view._sample_params(args.batch, device, None, in_size),
+        "crop+flip (grid_sample)": lambda: view._crop_flip(x, p),
+        f"colour jitter ({view.jitter_style}, random order)": lambda: view._colour_jitter(y, p),
+        f"grayscale p={view.grayscale_p}":
+            lambda: torch.where(gray, rgb_to_grayscale(y).expand_as(y), y),
     }
     if view.blur_p > 0:
-        ops[f"blur p={view.blur_p} (k={view.blur_kernel_size})"] = lambda: view.blur(y, p)
+        ops[f"blur p={view.blur_p} (k={view.blur_kernel_size})"] = lambda: view._blur(y, p)
     if view.solarize_p > 0:
-        ops[f"solarize p={view.solarize_p}"] = lambda: view.solarize_(y, p)
-    ops["normalize"] = lambda: view.normalize_(y.clone())
+        ops[f"solarize p={view.solarize_p}"] = \
+            lambda: solarize(y, p["solarize"], view.solarize_threshold)
+    ops["normalize"] = lambda: view.normalize(y.clone(), inplace=True)
     ops["whole view"] = lambda: view(x)
     with torch.no_grad():
         return {k: median_seconds(fn, device, args.iters, args.warmup) * 1e3
@@ -152,7 +158,7 @@ def view_op_times(view: BYOLAugment, x: Tensor, args: argparse.Namespace,
 
 
 def per_op_rows(size: int, args: argparse.Namespace, device: torch.device) -> list[tuple]:
-    """(view, op, ms, % of view) rows for the torch backend's two views."""
+    """(view, op, ms, % of view) rows for the two views."""
     in_size = max(size, round(size * args.input_factor))
     x = torch.rand(args.batch, 3, in_size, in_size, device=device)
     rows = []
@@ -182,36 +188,43 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but CUDA is not available")
 
-    import kornia
     import torchvision
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"# BYOL augmentation benchmark: device={device} ({name or platform.machine()}), "
           f"threads={torch.get_num_threads()}, batch={args.batch}, preset={args.preset}, "
           f"input side = {args.input_factor:.3f} x output side")
+    kornia_version = "not installed (column skipped)"
+    if kornia_available():
+        import kornia
+        kornia_version = kornia.__version__
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
-          f"kornia {kornia.__version__}; medians of {args.iters} runs after {args.warmup} warm-up")
+          f"kornia {kornia_version}; medians of {args.iters} runs after {args.warmup} warm-up")
     print()
     print("## Throughput, images/s (each image -> the paper's two views; higher is better)")
     print()
     rows = {s: throughput_row(s, args, device) for s in args.sizes}
     names = list(next(iter(rows.values())))
-    print("| size | " + " | ".join(names) + " | ours / kornia backend |")
-    print("|---:|" + "---:|" * (len(names) + 1))
+    ratio = "kornia stock" in names
+    print("| size | " + " | ".join(names) + (" | ours, torchvision jitter / kornia |" if ratio
+                                             else " |"))
+    print("|---:|" + "---:|" * (len(names) + ratio))
     for s, row in rows.items():
-        speedup = row["ours (torch)"] / row["ours (kornia backend)"]
-        print(f"| {s} | " + " | ".join(f"{row[n]:,.0f}" for n in names) + f" | {speedup:.2f}x |")
+        cells = " | ".join(f"{row[n]:,.0f}" for n in names)
+        if ratio:
+            cells += f" | {row['ours, torchvision jitter'] / row['kornia stock']:.2f}x"
+        print(f"| {s} | {cells} |")
     print()
     jitter = {v.jitter_style for v in default_views(args.sizes[0], args.preset)}.pop()
-    print(f"'ours (torch)' runs the preset's colour jitter (jitter_style={jitter!r}); the kornia "
-          "columns and torchvision run torchvision's definitions (kornia's ColorJitter cannot "
-          "express the official BYOL jitter), so 'ours / kornia backend' compares our default "
-          "with kornia's closest pipeline. torchvision v2 on a batch tensor draws ONE set of "
+    print(f"'ours' runs the preset's colour jitter (jitter_style={jitter!r}); kornia and "
+          "torchvision run torchvision's definitions (kornia's ColorJitter cannot express the "
+          "official BYOL jitter), so the ratio compares 'ours, torchvision jitter' with kornia's "
+          "pipeline of the same definitions. torchvision v2 on a batch tensor draws ONE set of "
           "random parameters for the whole batch (same crop, flip, jitter for every image): not "
           "BYOL's augmentation, shown for speed only. The per-image loop is the per-image "
           "torchvision equivalent. Blur: zero padding (torchvision v2: reflect).")
     print()
-    print("## Per-op time of the torch backend (ms per call on the batch; % of the whole view)")
+    print("## Per-op time of ours (ms per call on the batch; % of the whole view)")
     for s in args.sizes:
         print()
         print(f"### {s} px")
@@ -222,7 +235,7 @@ def main() -> None:
             print(f"| {view} | {op} | {ms:.2f} | {pct:.0f}% |")
     print()
     print("Ops with p < 1 (grayscale, blur in view 2, solarize) are timed as the view runs them: "
-          "on CPU only the chosen images are processed, on GPU the whole batch and a select. "
+          "the whole batch and a per-image select. "
           "Ops do not add up to the whole view, which also clamps, casts and copies.")
 
 

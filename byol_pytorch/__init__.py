@@ -16,6 +16,7 @@ from byol_pytorch.features import FeatureExtractor, NetWrapper, resolve_layer  #
 from byol_pytorch.heads import MLP, SEM, SimSiamMLP  # noqa: E402
 from byol_pytorch.losses import byol_loss, symmetric_byol_loss  # noqa: E402
 from byol_pytorch.models import cifar_stem_, create_backbone  # noqa: E402
+from byol_pytorch.normalize import Normalize  # noqa: E402
 from byol_pytorch.schedules import cosine_tau, warmup_cosine  # noqa: E402
 from byol_pytorch.trainer import BYOLTrainer, MockDataset  # noqa: E402
 from byol_pytorch.version import __version__  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "MLP",
     "MockDataset",
     "NetWrapper",
+    "Normalize",
     "SEM",
     "SimSiamMLP",
     "__version__",

@@ -20,16 +20,12 @@ Two definitions of the colour jitter are available (``BYOLAugment(jitter_style=.
 The Gaussian blur follows the official code too: zero ("SAME") padding and a kernel of
 ``2 * int(S / 10 / 2) + 1`` taps for output side S.
 
-:class:`BYOLAugment` has two backends:
-
-* ``"torch"`` (default): every op written here in plain torch, vectorised over the batch with no
-  Python loop over images: one ``grid_sample`` for all crops and flips, blend-style colour
-  adjustments with per-image factors, an exact HSV hue shift, per-image separable Gaussian blur
-  as one grouped convolution. Deterministic given a :class:`torch.Generator`.
-* ``"kornia"``: the same pipeline from ``kornia.augmentation`` ops, kept as the reference. Kornia
-  draws ONE colour-jitter order per call for the whole batch; the torch backend draws it per image.
-  Kornia's colour ops cannot express the ``"byol"`` jitter (no per-channel-mean contrast), so
-  this backend needs ``jitter_style="torchvision"``.
+Every op is plain torch, vectorised over the batch with no Python loop over images: one
+``grid_sample`` for all crops and flips, blend-style colour adjustments with per-image factors,
+an exact HSV hue shift, per-image separable Gaussian blur as one grouped convolution. An op with
+probability p < 1 runs on the whole batch and a per-image ``torch.where`` keeps its result where
+the image drew it: no host syncs and no data-dependent shapes, so ``torch.compile`` traces one
+graph. Deterministic given a :class:`torch.Generator`.
 
 The standalone helpers take one factor per image. :func:`adjust_brightness`,
 :func:`adjust_contrast`, :func:`adjust_saturation` follow torchvision's definitions (checked
@@ -48,39 +44,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "BYOLAugment",
-    "default_views",
-    "default_blur_kernel_size",
-    "rgb_to_grayscale",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_saturation",
-    "adjust_hue",
-    "adjust_brightness_byol",
-    "adjust_contrast_byol",
-    "adjust_saturation_byol",
-    "JITTER_STYLES",
-    "gaussian_kernels_1d",
-    "gaussian_blur_per_image",
-    "solarize",
-    "crop_flip_theta",
-    "crop_grid",
-    "sample_crop_boxes",
-    "jitter_layout",
-]
+from byol_pytorch.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = [
+    "JITTER_STYLES",
+    "BYOLAugment",
+    "adjust_brightness",
+    "adjust_brightness_byol",
+    "adjust_contrast",
+    "adjust_contrast_byol",
+    "adjust_hue",
+    "adjust_saturation",
+    "adjust_saturation_byol",
+    "default_views",
+    "gaussian_blur_per_image",
+    "rgb_to_grayscale",
+    "solarize",
+]
 
 # ITU-R 601-2 luma, the weights torchvision, PIL and the official BYOL code use for grayscale.
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
-# Index of each colour-jitter op in ``params["jitter_order"]``.
+# Index of each colour-jitter op in the drawn ``jitter_order``.
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
-_PARAM_KEYS = frozenset({"crop", "flip", "jitter", "brightness", "contrast", "saturation", "hue",
-                         "jitter_order", "jitter_pos", "grayscale", "blur", "sigma", "solarize"})
 _CROP_TRIES = 10  # torchvision's RandomResizedCrop tries 10 boxes before falling back
 # Colour-jitter definitions, see the module docstring.
 JITTER_STYLES = ("byol", "torchvision")
@@ -234,13 +219,6 @@ def adjust_saturation_byol(x: Tensor, factor: Tensor | float) -> Tensor:
     return torch.lerp(x, v, w).clamp_(0.0, 1.0)
 
 
-def _adjust_saturation_byol_(x: Tensor, factor: Tensor | float) -> Tensor:
-    """:func:`adjust_saturation_byol` in place (on CPU, in-place ops avoid fresh allocations,
-    which cost more than the arithmetic)."""
-    w, v = _saturation_weight(x, factor)
-    return x.lerp_(v, w).clamp_(0.0, 1.0)
-
-
 def _saturation_weight(x: Tensor, factor: Tensor | float) -> tuple[Tensor, Tensor]:
     """``(1 - k, v)``, both (B, 1, H, W): saturation by ``factor`` is ``lerp(x, v, 1 - k)`` with
     the per-pixel k of :func:`adjust_saturation_byol` and the max channel v. A weight
@@ -255,7 +233,7 @@ def _saturation_weight(x: Tensor, factor: Tensor | float) -> tuple[Tensor, Tenso
     return k.neg_().add_(1.0).unsqueeze(1), v.unsqueeze(1)
 
 
-def default_blur_kernel_size(image_size: int) -> int:
+def _default_blur_kernel_size(image_size: int) -> int:
     """The official BYOL blur kernel for output side S: ``2 * int(S / 10 / 2) + 1`` taps.
 
     23 at 224 px, 9 at 96, 3 at 32, and 1 (no blur) below 20 px.
@@ -263,7 +241,7 @@ def default_blur_kernel_size(image_size: int) -> int:
     return 2 * int(image_size / 10.0 / 2) + 1
 
 
-def gaussian_kernels_1d(sigma: Tensor, kernel_size: int) -> Tensor:
+def _gaussian_kernels_1d(sigma: Tensor, kernel_size: int) -> Tensor:
     """Normalised 1D Gaussian kernels, one per sigma (``exp(-x^2 / (2 sigma^2))`` at integer x).
 
     Args:
@@ -299,7 +277,7 @@ def gaussian_blur_per_image(x: Tensor, sigma: Tensor, kernel_size: int) -> Tenso
     if pad >= min(h, w):
         raise ValueError(f"blur kernel {kernel_size} is too large for {h}x{w} images "
                          f"(needs kernel_size // 2 < {min(h, w)})")
-    kern = gaussian_kernels_1d(sigma.to(device=x.device, dtype=torch.float32), kernel_size)
+    kern = _gaussian_kernels_1d(sigma.to(device=x.device, dtype=torch.float32), kernel_size)
     kern = kern.to(x.dtype).repeat_interleave(c, dim=0)  # (B*C, K): one kernel per channel
     # Zero-padding all sides once then two "valid" passes equals "SAME" zero padding per pass
     # (the horizontal pass keeps the zero rows zero), and is ~3x faster on CPU than conv2d's
@@ -332,7 +310,7 @@ def solarize(x: Tensor, mask: Tensor | None = None, threshold: float = 0.5) -> T
 # ---------------------------------------------------------------------------------------------
 
 
-def sample_crop_boxes(u: Tensor, input_size: tuple[int, int], scale: tuple[float, float],
+def _sample_crop_boxes(u: Tensor, input_size: tuple[int, int], scale: tuple[float, float],
                       ratio: tuple[float, float]) -> Tensor:
     """torchvision's RandomResizedCrop box sampling, vectorised (continuous, not rounded, boxes).
 
@@ -375,7 +353,7 @@ def sample_crop_boxes(u: Tensor, input_size: tuple[int, int], scale: tuple[float
     return torch.where(ok.any(dim=1, keepdim=True), box, fallback)
 
 
-def crop_flip_theta(boxes: Tensor, flip: Tensor, input_size: tuple[int, int]) -> Tensor:
+def _crop_flip_theta(boxes: Tensor, flip: Tensor, input_size: tuple[int, int]) -> Tensor:
     """Affine matrices for ``F.affine_grid(..., align_corners=False)`` that crop and maybe flip.
 
     Args:
@@ -397,63 +375,19 @@ def crop_flip_theta(boxes: Tensor, flip: Tensor, input_size: tuple[int, int]) ->
     return torch.stack([sx, zero, tx, zero, sy, ty], dim=1).view(-1, 2, 3)
 
 
-def jitter_layout(order: Tensor) -> tuple[Tensor, int]:
-    """Work-buffer rows for arbitrary per-image jitter orders (syncs with the device once).
-
-    Args:
-        order: (B, 4) long, each row a permutation of 0..3 (3 is hue).
-
-    Returns:
-        ``(pos, n)``: (B,) long distinct rows with ``pos // n`` the image's hue slot, and n the
-        rows per slot (the largest number of images sharing a hue slot, at least ceil(B / 4)).
-    """
-    bsz = order.shape[0]
-    if order.dim() != 2 or order.shape[1] != 4 or not torch.equal(
-            order.sort(dim=1).values, torch.arange(4, device=order.device).expand(bsz, 4)):
-        raise ValueError("jitter_order must be (B, 4) with each row a permutation of 0, 1, 2, 3")
-    hue_slot = (order == _HUE).to(torch.int8).argmax(dim=1)
-    counts = torch.bincount(hue_slot, minlength=4)
-    n = max(int(counts.max()), -(-bsz // 4))
-    by_slot = torch.argsort(hue_slot, stable=True)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(hue_slot)
-    rank[by_slot] = torch.arange(bsz, device=order.device) - starts[hue_slot[by_slot]]
-    return hue_slot * n + rank, n
+def _select(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    """Per image, ``new`` where ``mask`` is set, else ``old``: (B,) bool, (B, C, H, W) images."""
+    return torch.where(mask.view(-1, 1, 1, 1), new, old)
 
 
-def _subset_ops(device: torch.device) -> bool:
-    """Whether ops with p < 1 process only the chosen images (CPU: indexing by a mask needs no
-    host sync there) rather than all images followed by a select (accelerators, and under
-    ``torch.compile``, where a subset's data-dependent size would break the graph and recompile
-    at every new size)."""
-    return device.type == "cpu" and not torch.compiler.is_compiling()
+def _like_input(out: Tensor, x: Tensor) -> Tensor:
+    """``out`` in the memory format of ``x``: channels-last inputs give channels-last outputs."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
-def _masked_update_(x: Tensor, mask: Tensor, fn) -> Tensor:
-    """Replace the images where ``mask`` is set by ``fn(images, index)``; may work in place.
-
-    On CPU only the selected images are processed; elsewhere ``fn`` runs on the whole batch and
-    ``torch.where`` picks, which avoids a host sync (see :func:`_subset_ops`).
-
-    Args:
-        x: (B, C, H, W) images.
-        mask: (B,) bool.
-        fn: maps (N, C, H, W) images and their (N,) long indices (or ``slice(None)``) to images.
-
-    Returns:
-        (B, C, H, W) images; ``x`` itself on CPU.
-    """
-    if _subset_ops(x.device):
-        idx = mask.nonzero().squeeze(1)
-        if idx.numel() == x.shape[0]:
-            x.copy_(fn(x, slice(None)))
-        elif idx.numel() > 0:
-            x.index_copy_(0, idx, fn(x.index_select(0, idx), idx))
-        return x
-    return torch.where(mask.view(-1, 1, 1, 1), fn(x, slice(None)), x)
-
-
-def crop_grid(theta: Tensor, size: tuple[int, int]) -> Tensor:
+def _crop_grid(theta: Tensor, size: tuple[int, int]) -> Tensor:
     """``F.affine_grid(theta, (B, C, *size), align_corners=False)`` for axis-aligned ``theta``.
 
     Crops and flips have no rotation or shear, so x depends only on the column and y only on the
@@ -554,8 +488,6 @@ class BYOLAugment(nn.Module):
         solarize_threshold: pixels at or above it are inverted.
         mean: per-channel normalisation mean.
         std: per-channel normalisation std.
-        backend: ``"torch"`` (fast, per-image everything) or ``"kornia"`` (reference; needs
-            ``jitter_style="torchvision"`` when the jitter is on).
         crop: False for inputs already cropped and resized to ``image_size`` (e.g. by data-loading
             workers): no random resized crop, no resize (inputs must be exactly ``image_size``),
             only the per-image flip; everything after it is unchanged.
@@ -578,7 +510,6 @@ class BYOLAugment(nn.Module):
         solarize_threshold: float = 0.5,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        backend: str = "torch",
         jitter_style: str = "byol",
         crop: bool = True,
     ) -> None:
@@ -607,7 +538,7 @@ class BYOLAugment(nn.Module):
         self.blur_p = _prob(blur_p, "blur_p")
         self.blur_sigma = _range(blur_sigma, "blur_sigma", 0.0, open_lo=True)
         if blur_kernel_size is None:
-            blur_kernel_size = default_blur_kernel_size(min(self.image_size))
+            blur_kernel_size = _default_blur_kernel_size(min(self.image_size))
         if isinstance(blur_kernel_size, bool) or not isinstance(blur_kernel_size, int) \
                 or blur_kernel_size < 1 or blur_kernel_size % 2 == 0:
             raise ValueError(
@@ -620,44 +551,19 @@ class BYOLAugment(nn.Module):
         self.solarize_threshold = float(solarize_threshold)
         if not 0.0 <= self.solarize_threshold <= 1.0:
             raise ValueError(f"solarize_threshold must lie in [0, 1], got {solarize_threshold}")
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
-        if mean_t.numel() != std_t.numel():
-            raise ValueError(
-                f"mean and std need the same length, got {len(mean_t)} and {len(std_t)}")
-        if (std_t <= 0).any():
-            raise ValueError(f"std must be positive, got {tuple(std)}")
-        self.register_buffer("mean", mean_t, persistent=False)
-        self.register_buffer("std", std_t, persistent=False)
-        if backend not in ("torch", "kornia"):
-            raise ValueError(f"backend must be 'torch' or 'kornia', got {backend!r}")
-        if backend == "kornia" and jitter_style == "byol" and self._jitter_active:
-            raise ValueError(
-                "backend='kornia' cannot express jitter_style='byol' (the official BYOL colour "
-                "jitter): kornia's ColorJitter follows torchvision's definitions and kornia has no "
-                "per-channel-mean contrast. Pass jitter_style='torchvision' to use kornia (weaker, "
-                "torchvision's jitter), or backend='torch' for the official jitter")
-        self.backend = backend
-        self._kornia: nn.Module | None = self._build_kornia() if backend == "kornia" else None
-
-    # -- configuration -------------------------------------------------------------------------
+        self.normalize = Normalize(mean, std)
 
     @property
     def _jitter_active(self) -> bool:
         return self.jitter_p > 0 and any(s > 0 for s in self.jitter)
-
-    @property
-    def uses_colour(self) -> bool:
-        """Whether any RGB-only op (colour jitter, grayscale) can run."""
-        return self._jitter_active or self.grayscale_p > 0
 
     def extra_repr(self) -> str:
         return (f"image_size={self.image_size}, crop_scale={self.crop_scale}, "
                 f"crop_ratio={self.crop_ratio}, flip_p={self.flip_p}, jitter={self.jitter}, "
                 f"jitter_p={self.jitter_p}, grayscale_p={self.grayscale_p}, blur_p={self.blur_p}, "
                 f"blur_sigma={self.blur_sigma}, blur_kernel_size={self.blur_kernel_size}, "
-                f"solarize_p={self.solarize_p}, backend={self.backend!r}, "
-                f"jitter_style={self.jitter_style!r}, crop={self.crop}")
+                f"solarize_p={self.solarize_p}, jitter_style={self.jitter_style!r}, "
+                f"crop={self.crop}")
 
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):
@@ -669,11 +575,11 @@ class BYOLAugment(nn.Module):
             raise TypeError(f"BYOLAugment expects float images in [0, 1], got dtype {x.dtype}; "
                             "convert uint8 images with x.float() / 255")
         c = x.shape[1]
-        if self.uses_colour and c != 3:
+        if (self._jitter_active or self.grayscale_p > 0) and c != 3:
             raise ValueError(f"colour jitter and grayscale need RGB images (C=3), got C={c}; "
                              "set jitter_p=0 and grayscale_p=0, or pass your own augment_fn")
-        if self.mean.numel() not in (1, c):
-            raise ValueError(f"mean/std have {self.mean.numel()} values but images have {c} "
+        if self.normalize.channels not in (1, c):
+            raise ValueError(f"mean/std have {self.normalize.channels} values but images have {c} "
                              "channels; pass mean and std with one value per channel")
         if not self.crop and tuple(x.shape[-2:]) != self.image_size:
             raise ValueError(f"crop=False needs inputs of exactly image_size {self.image_size}, "
@@ -681,16 +587,19 @@ class BYOLAugment(nn.Module):
 
     # -- parameters ----------------------------------------------------------------------------
 
-    def sample_params(self, batch_size: int, device: torch.device | str | None = None,
-                      generator: torch.Generator | None = None,
-                      input_size: tuple[int, int] | None = None) -> dict[str, Tensor]:
-        """Draw the random parameters of the torch backend, one set per image.
+    def _sample_params(self, batch_size: int, device: torch.device,
+                       generator: torch.Generator | None,
+                       input_size: tuple[int, int]) -> dict[str, Tensor]:
+        """Draw the random parameters, one set per image.
+
+        Draws happen on the generator's device (``device`` without one), then move to
+        ``device``, so a CPU generator gives the same views on every device.
 
         Args:
             batch_size: number of images B.
-            device: where the returned tensors live (default: the generator's device, or cpu).
-            generator: source of randomness; draws happen on its device, then move to ``device``.
-            input_size: (H, W) of the input images the crops are drawn for (default image_size).
+            device: where the returned tensors live.
+            generator: source of randomness.
+            input_size: (H, W) of the input images the crops are drawn for.
 
         Returns:
             Dict of per-image tensors:
@@ -704,17 +613,14 @@ class BYOLAugment(nn.Module):
             (hue runs in slot ``jitter_pos // ceil(B / 4)``); ``grayscale`` (B,) bool;
             ``blur`` (B,) bool; ``sigma`` (B,) float; ``solarize`` (B,) bool.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        input_size = self.image_size if input_size is None else _pair(input_size, "input_size")
-        gen_device = generator.device if generator is not None else torch.device(device or "cpu")
-        device = torch.device(device) if device is not None else gen_device
+        # without a generator, draw on the images' device: no host-to-device copies per step
+        gen_device = generator.device if generator is not None else device
         bsz = batch_size
         # One uniform draw for (almost) everything keeps the RNG call count and launches low.
         n_crop = 4 * _CROP_TRIES
         u = torch.rand(bsz, n_crop + 13, generator=generator, device=gen_device)
         if self.crop:
-            crop = sample_crop_boxes(u[:, :n_crop], input_size, self.crop_scale, self.crop_ratio)
+            crop = _sample_crop_boxes(u[:, :n_crop], input_size, self.crop_scale, self.crop_ratio)
         else:  # same draws either way, so the other parameters do not depend on ``crop``
             crop = torch.tensor([0.0, 0.0, input_size[1], input_size[0]],
                                 device=gen_device).repeat(bsz, 1)
@@ -755,123 +661,73 @@ class BYOLAugment(nn.Module):
             "sigma": between(u[:, 8], *self.blur_sigma),
             "solarize": u[:, 9] < self.solarize_p,
         }
-        if device != gen_device:
-            params = {k: v.to(device, non_blocking=True) for k, v in params.items()}
-        return params
+        return {k: v.to(device, non_blocking=True) for k, v in params.items()}
 
     # -- forward -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def forward(self, x: Tensor, generator: torch.Generator | None = None,
-                params: dict[str, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment a batch, each image with its own random parameters.
 
         Args:
             x: (B, C, H, W) float images in [0, 1].
-            generator: optional generator for reproducible draws.
-            params: explicit parameters from :meth:`sample_params` (torch backend only).
+            generator: optional generator for reproducible draws (the same seed gives the same
+                views; a CPU generator gives the same views on any device).
 
         Returns:
-            (B, C, S_h, S_w) normalised images, same dtype and device as ``x``.
+            (B, C, S_h, S_w) normalised images, same dtype, device and memory format as ``x``.
         """
         self._check_input(x)
-        if self.backend == "kornia":
-            if params is not None:
-                raise ValueError("params are only supported by backend='torch'")
-            return self._forward_kornia(x, generator)
-        if params is not None:
-            return self.transform(x, params)
-        params = self.sample_params(x.shape[0], x.device, generator,
-                                    input_size=(x.shape[2], x.shape[3]))
-        return self._transform(x, params, layout_from_order=False)
-
-    @torch.no_grad()
-    def transform(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
-        """Apply the torch-backend pipeline with the given per-image parameters.
-
-        Parameters may be edited after :meth:`sample_params` (e.g. to force a flip or a jitter
-        order); ``jitter_pos`` is then ignored and rebuilt from ``jitter_order``, which costs
-        one host sync.
-
-        Args:
-            x: (B, C, H, W) float images in [0, 1].
-            params: dict from :meth:`sample_params` for this batch size and input size.
-
-        Returns:
-            (B, C, S_h, S_w) normalised images, same dtype and device as ``x``.
-        """
-        self._check_input(x)
-        return self._transform(x, params, layout_from_order=True)
-
-    def _transform(self, x: Tensor, params: dict[str, Tensor], layout_from_order: bool) -> Tensor:
-        bsz = x.shape[0]
-        missing = _PARAM_KEYS - params.keys()
-        if missing:
-            raise ValueError(f"params lack {sorted(missing)}; get them from sample_params()")
-        bad = {k: tuple(params[k].shape) for k in _PARAM_KEYS if params[k].shape[0] != bsz}
-        if bad:
-            raise ValueError(f"params are for another batch size than B={bsz}: shapes {bad}")
-        params = {k: v.to(x.device, non_blocking=True) for k, v in params.items()}
-        y = self.crop_flip(x, params)
+        p = self._sample_params(x.shape[0], x.device, generator, (x.shape[2], x.shape[3]))
+        y = self._crop_flip(x, p)
         # Colour maths in float32; the crop ran in the input dtype to read half the bytes.
         y = y.float() if y.dtype != torch.float32 else y
         y = y.contiguous().clamp_(0.0, 1.0)
         if self._jitter_active:
-            rows_per_slot = None
-            if layout_from_order:
-                pos, rows_per_slot = jitter_layout(params["jitter_order"])
-                params = {**params, "jitter_pos": pos}
-            y = self.colour_jitter(y, params, rows_per_slot)
+            y = self._colour_jitter(y, p)
         if self.grayscale_p > 0:
-            y = self.grayscale_(y, params)
+            y = _select(p["grayscale"], rgb_to_grayscale(y).expand_as(y), y)
         if self.blur_p > 0 and self.blur_kernel_size > 1:
-            y = self.blur(y, params)
+            y = self._blur(y, p)
         if self.solarize_p > 0:
-            y = self.solarize_(y, params)
-        out = self.normalize_(y).to(x.dtype)
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
-                and not x.is_contiguous():
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+            y = solarize(y, p["solarize"], self.solarize_threshold)
+        return _like_input(self.normalize(y, inplace=True).to(x.dtype), x)
 
-    # -- the ops of the torch backend (separate so benchmarks can time them) ---------------------
+    # -- the ops (separate so benchmarks can time them) ----------------------------------------
 
-    def crop_flip(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def _crop_flip(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
         """All crops, resizes and flips as one bilinear ``grid_sample``: (B,C,H,W) -> (B,C,S,S).
 
-        With ``crop=False`` only the flips: a new contiguous (B, C, S, S) float32 tensor.
+        With ``crop=False`` only the flips.
         """
         if not self.crop:
-            y = x.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-            return _masked_update_(y, params["flip"], lambda t, idx: t.flip(-1))
-        theta = crop_flip_theta(params["crop"].float(), params["flip"], x.shape[-2:])
-        grid = crop_grid(theta, self.image_size).to(x.dtype)
+            return _select(params["flip"], x.flip(-1), x)
+        theta = _crop_flip_theta(params["crop"].float(), params["flip"], x.shape[-2:])
+        grid = _crop_grid(theta, self.image_size).to(x.dtype)
         # Border padding only matters for the half pixel at the box edges.
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    def colour_jitter(self, y: Tensor, params: dict[str, Tensor],
-                      rows_per_slot: int | None = None) -> Tensor:
+    def _colour_jitter(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
         """Brightness, contrast, saturation and hue in a random order per image.
 
         Images are gathered into a work buffer by ``params["jitter_pos"]`` so that the images
         whose hue runs in slot s are the contiguous rows ``[s*n, (s+1)*n)``: each slot runs the
         other three ops over the buffer (identity for the hue rows) and one hue shift over a
-        quarter of it. So the batch costs ONE hue shift rather than 4. Images without jitter
-        come out unchanged. The ops follow ``self.jitter_style``; an op whose strength in
-        ``self.jitter`` is 0 is skipped, as in both references.
+        quarter of it. So the batch costs ONE hue shift rather than 4 (measured 2.8x faster than
+        four whole-batch hue shifts on CPU, benchmarks/results/augment_hue_layout_cpu.txt).
+        Images without jitter come out unchanged. The ops follow ``self.jitter_style``; an op
+        whose strength in ``self.jitter`` is 0 is skipped, as in both references.
 
         Args:
             y: (B, 3, S, S) float32 images in [0, 1].
-            params: per-image parameters.
-            rows_per_slot: n, the rows per hue slot in the buffer; default ``ceil(B / 4)``, the
-                layout :meth:`sample_params` draws.
+            params: per-image parameters from :meth:`_sample_params`.
 
         Returns:
             (B, 3, S, S) jittered images (a new tensor).
         """
         bsz = y.shape[0]
         pos = params["jitter_pos"]
-        n = -(-bsz // 4) if rows_per_slot is None else rows_per_slot
+        n = -(-bsz // 4)
         # Spare rows (when 4 does not divide B) copy image 0; their results are dropped.
         src = torch.zeros(4 * n, dtype=torch.long, device=y.device)
         src[pos] = torch.arange(bsz, device=y.device)
@@ -883,180 +739,89 @@ class BYOLAugment(nn.Module):
         hue = params["hue"][src].float()
         enabled = torch.tensor([st > 0 for st in self.jitter], device=y.device)
         op_on = on.unsqueeze(1) & enabled[order]  # (4n, 4): the op of each slot runs
-        blend = (self._byol_blend if self.jitter_style == "byol" else self._torchvision_blend)(
+        blend = (_byol_blend if self.jitter_style == "byol" else _torchvision_blend)(
             buf, op_on, order, factors)
         for slot in range(4):
             blend(slot)
-            if self.jitter[_HUE] == 0:
-                continue
-            rows = slice(slot * n, (slot + 1) * n)
-            part = buf[rows]
-            shifted = _masked_update_(part, on[rows],
-                                      lambda t, idx, h=hue[rows]: adjust_hue(t, h[idx]))
-            if shifted is not part:
-                part.copy_(shifted)
+            if self.jitter[_HUE] > 0:
+                rows = slice(slot * n, (slot + 1) * n)
+                part = buf[rows]
+                part.copy_(_select(on[rows], adjust_hue(part, hue[rows]), part))
         return buf.index_select(0, pos)
 
-    @staticmethod
-    def _torchvision_blend(buf: Tensor, op_on: Tensor, order: Tensor,
-                           factors: Tensor) -> Callable[[int], None]:
-        """Per-slot step of torchvision's brightness / contrast / saturation, in place on buf.
-
-        Args:
-            buf: (4n, 3, S, S) work buffer of :meth:`colour_jitter`.
-            op_on: (4n, 4) bool, whether the op in each slot runs (jitter on, strength > 0).
-            order: (4n, 4) long, the op of each slot.
-            factors: (4n, 3) brightness, contrast, saturation parameters.
-
-        Returns:
-            ``step(slot)``, which applies that slot's op to every row of ``buf``.
-        """
-        # Per-slot blend weights for all slots at once (the step below only takes columns):
-        # buf.lerp_(target, w) = (1 - w) * buf + w * target with w = 1 - factor, an exact no-op
-        # at w = 0 (hue slots and images without jitter).
-        chosen = factors.gather(1, order.clamp(max=2))  # (4n, 4)
-        w_all = torch.where(op_on & (order != _HUE), 1.0 - chosen, 0.0)
-        w_sat_all = (order == _SATURATION).to(buf.dtype)
-        w_con_all = (order == _CONTRAST).to(buf.dtype)
-
-        def step(slot: int) -> None:
-            # Blend target: 0 for brightness, mean grey for contrast, grey for saturation.
-            target = rgb_to_grayscale(buf)
-            mean = target.mean(dim=(1, 2, 3), keepdim=True)
-            target.mul_(w_sat_all[:, slot].view(-1, 1, 1, 1))
-            target.addcmul_(mean, w_con_all[:, slot].view(-1, 1, 1, 1))
-            buf.lerp_(target, w_all[:, slot].view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
-
-        return step
-
-    @staticmethod
-    def _byol_blend(buf: Tensor, op_on: Tensor, order: Tensor,
-                    factors: Tensor) -> Callable[[int], None]:
-        """Per-slot step of the official brightness / contrast / saturation, in place on buf.
-
-        Brightness and contrast are ``x * scale + offset`` (brightness: scale 1, offset delta;
-        contrast: scale f, offset ``(1 - f) * mean_c``); saturation is ``lerp(x, v, w)`` with
-        the per-pixel weight w of :func:`adjust_saturation_byol`; identity rows (scale 1, offset
-        0, w 0) come out exactly unchanged. On CPU each op runs on its own images only, in place
-        on the copies ``index_select`` makes; on accelerators one pass over the whole buffer,
-        ``lerp(x, v, w) * scale + offset``, avoids host syncs.
-
-        Args and returns as :meth:`_torchvision_blend` (``factors[:, 0]`` is the delta here).
-        """
-        is_b = op_on & (order == _BRIGHTNESS)
-        is_c = op_on & (order == _CONTRAST)
-        is_s = op_on & (order == _SATURATION)
-        delta, con, sat = factors.unbind(dim=1)
-        scale_all = torch.where(is_c, con.unsqueeze(1), 1.0)  # (4n, 4)
-        shift_all = torch.where(is_b, delta.unsqueeze(1), 0.0)
-        sat_all = torch.where(is_s, sat.unsqueeze(1), 1.0)
-
-        def offset(t: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-            # shift + (1 - scale) * mean_c: delta for brightness, 0 for identity rows.
-            mean = t.mean(dim=(2, 3), keepdim=True)  # (N, 3, 1, 1)
-            return torch.addcmul(shift.view(-1, 1, 1, 1), mean, 1.0 - scale.view(-1, 1, 1, 1))
-
-        def affine_(t: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-            off = offset(t, scale, shift)
-            return t.mul_(scale.view(-1, 1, 1, 1)).add_(off).clamp_(0.0, 1.0)
-
-        def step(slot: int) -> None:
-            scale, shift = scale_all[:, slot], shift_all[:, slot]
-            if _subset_ops(buf.device):
-                # index_select hands fresh copies to the ops, so they may work in place.
-                _masked_update_(buf, is_b[:, slot] | is_c[:, slot],
-                                lambda t, idx: affine_(t, scale[idx], shift[idx]))
-                _masked_update_(buf, is_s[:, slot],
-                                lambda t, idx: _adjust_saturation_byol_(t, sat[idx]))
-                return
-            # Whole buffer: w = 1 - k is 0 (exact identity) where saturation does not run, and
-            # scale 1, offset 0 where brightness / contrast do not.
-            off = offset(buf, scale, shift)
-            w, v = _saturation_weight(buf, sat_all[:, slot])
-            w.mul_(is_s[:, slot].view(-1, 1, 1, 1))
-            buf.lerp_(v, w).mul_(scale.view(-1, 1, 1, 1)).add_(off).clamp_(0.0, 1.0)
-
-        return step
-
-    def grayscale_(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
-        """Grayscale (kept as 3 channels) where ``params["grayscale"]``; in place on CPU."""
-        return _masked_update_(y, params["grayscale"],
-                               lambda t, idx: rgb_to_grayscale(t).expand_as(t))
-
-    def solarize_(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
-        """Solarise images with ``params["solarize"]``; in place on CPU."""
-        if not _subset_ops(y.device):
-            return solarize(y, params["solarize"], self.solarize_threshold)  # one fused where
-        return _masked_update_(y, params["solarize"],
-                               lambda t, idx: solarize(t, None, self.solarize_threshold))
-
-    def blur(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
+    def _blur(self, y: Tensor, params: dict[str, Tensor]) -> Tensor:
         """Per-image Gaussian blur of the images with ``params["blur"]`` set, clipped to [0, 1]
         (a normalised kernel can overshoot 1 by a rounding error)."""
-        sigma = params["sigma"]
-        if self.blur_kernel_size == 1:
-            return y
-        if self.blur_p >= 1.0:
-            return gaussian_blur_per_image(y, sigma, self.blur_kernel_size).clamp_(0.0, 1.0)
-        return _masked_update_(y, params["blur"], lambda t, idx: gaussian_blur_per_image(
-            t, sigma[idx], self.blur_kernel_size).clamp_(0.0, 1.0))
+        blurred = gaussian_blur_per_image(y, params["sigma"], self.blur_kernel_size)
+        return _select(params["blur"], blurred.clamp_(0.0, 1.0), y)
 
-    def normalize_(self, y: Tensor) -> Tensor:
-        """In place ``(y - mean) / std`` per channel of float32 (B, C, H, W) images."""
-        inv_std = self.std.to(y.device).reciprocal().view(1, -1, 1, 1)
-        return y.sub_(self.mean.to(y.device).view(1, -1, 1, 1)).mul_(inv_std)
 
-    # -- kornia backend -------------------------------------------------------------------------
+def _torchvision_blend(buf: Tensor, op_on: Tensor, order: Tensor,
+                       factors: Tensor) -> Callable[[int], None]:
+    """Per-slot step of torchvision's brightness / contrast / saturation, in place on buf.
 
-    def _build_kornia(self) -> nn.Module:
-        import kornia.augmentation as K  # imported lazily: kornia is slow to import
+    Args:
+        buf: (4n, 3, S, S) work buffer of :meth:`BYOLAugment._colour_jitter`.
+        op_on: (4n, 4) bool, whether the op in each slot runs (jitter on, strength > 0).
+        order: (4n, 4) long, the op of each slot.
+        factors: (4n, 3) brightness, contrast, saturation parameters.
 
-        b, c, s, h = self.jitter
-        ops: list[nn.Module] = []
-        if self.crop:
-            ops.append(K.RandomResizedCrop(self.image_size, scale=self.crop_scale,
-                                           ratio=self.crop_ratio, same_on_batch=False))
-        ops.append(K.RandomHorizontalFlip(p=self.flip_p, same_on_batch=False))
-        if self._jitter_active:
-            # Note: kornia draws ONE random order of the four ops per call, shared by the batch.
-            ops.append(K.ColorJitter(b, c, s, h, p=self.jitter_p, same_on_batch=False))
-        if self.grayscale_p > 0:
-            ops.append(K.RandomGrayscale(p=self.grayscale_p, same_on_batch=False))
-        if self.blur_p > 0 and self.blur_kernel_size > 1:
-            k = self.blur_kernel_size
-            ops.append(K.RandomGaussianBlur((k, k), self.blur_sigma, border_type="constant",
-                                            p=self.blur_p, same_on_batch=False))
-        if self.solarize_p > 0:
-            # thresholds=t draws from (0.5 - t, 0.5 + t): 0 pins the paper's threshold 0.5 when
-            # solarize_threshold is 0.5; additions=0 disables kornia's brightness shift.
-            t = self.solarize_threshold
-            ops.append(K.RandomSolarize(thresholds=(t, t), additions=0.0, p=self.solarize_p,
-                                        same_on_batch=False))
-        return nn.Sequential(*ops)
+    Returns:
+        ``step(slot)``, which applies that slot's op to every row of ``buf``.
+    """
+    # Per-slot blend weights for all slots at once (the step below only takes columns):
+    # buf.lerp_(target, w) = (1 - w) * buf + w * target with w = 1 - factor, an exact no-op
+    # at w = 0 (hue slots and images without jitter).
+    chosen = factors.gather(1, order.clamp(max=2))  # (4n, 4)
+    w_all = torch.where(op_on & (order != _HUE), 1.0 - chosen, 0.0)
+    w_sat_all = (order == _SATURATION).to(buf.dtype)
+    w_con_all = (order == _CONTRAST).to(buf.dtype)
 
-    def _forward_kornia(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        assert self._kornia is not None
-        xf = x.float()
-        if generator is None:
-            y = self._kornia(xf)
-        else:
-            # kornia samples from the global RNG: seed it from the generator, then restore it.
-            seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-            on_cuda = x.device.type == "cuda"
-            with torch.random.fork_rng(devices=[x.device] if on_cuda else []):
-                torch.default_generator.manual_seed(seed)
-                if on_cuda:
-                    with torch.cuda.device(x.device):
-                        torch.cuda.manual_seed(seed)
-                y = self._kornia(xf)
-        out = self.normalize_(y.float().clamp(0.0, 1.0)).to(x.dtype)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+    def step(slot: int) -> None:
+        # Blend target: 0 for brightness, mean grey for contrast, grey for saturation.
+        target = rgb_to_grayscale(buf)
+        mean = target.mean(dim=(1, 2, 3), keepdim=True)
+        target.mul_(w_sat_all[:, slot].view(-1, 1, 1, 1))
+        target.addcmul_(mean, w_con_all[:, slot].view(-1, 1, 1, 1))
+        buf.lerp_(target, w_all[:, slot].view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+
+    return step
+
+
+def _byol_blend(buf: Tensor, op_on: Tensor, order: Tensor,
+                factors: Tensor) -> Callable[[int], None]:
+    """Per-slot step of the official brightness / contrast / saturation, in place on buf.
+
+    One pass over the whole buffer per slot, ``lerp(x, v, w) * scale + offset``: brightness and
+    contrast are ``x * scale + offset`` (brightness: scale 1, offset delta; contrast: scale f,
+    offset ``(1 - f) * mean_c``); saturation is ``lerp(x, v, w)`` with the per-pixel weight w of
+    :func:`adjust_saturation_byol`; identity rows (scale 1, offset 0, w 0) come out exactly
+    unchanged.
+
+    Args and returns as :func:`_torchvision_blend` (``factors[:, 0]`` is the delta here).
+    """
+    is_b = op_on & (order == _BRIGHTNESS)
+    is_c = op_on & (order == _CONTRAST)
+    is_s = op_on & (order == _SATURATION)
+    delta, con, sat = factors.unbind(dim=1)
+    scale_all = torch.where(is_c, con.unsqueeze(1), 1.0)  # (4n, 4)
+    shift_all = torch.where(is_b, delta.unsqueeze(1), 0.0)
+    sat_all = torch.where(is_s, sat.unsqueeze(1), 1.0)
+
+    def step(slot: int) -> None:
+        scale = scale_all[:, slot].view(-1, 1, 1, 1)
+        # shift + (1 - scale) * mean_c: delta for brightness, 0 for identity rows.
+        mean = buf.mean(dim=(2, 3), keepdim=True)  # (4n, 3, 1, 1)
+        off = torch.addcmul(shift_all[:, slot].view(-1, 1, 1, 1), mean, 1.0 - scale)
+        w, v = _saturation_weight(buf, sat_all[:, slot])
+        w.mul_(is_s[:, slot].view(-1, 1, 1, 1))  # 0 (exact identity) where saturation is off
+        buf.lerp_(v, w).mul_(scale).add_(off).clamp_(0.0, 1.0)
+
+    return step
 
 
 def default_views(image_size: int | tuple[int, int], preset: str = "imagenet",
-                  backend: str = "torch", **overrides: Any) -> tuple[BYOLAugment, BYOLAugment]:
+                  **overrides: Any) -> tuple[BYOLAugment, BYOLAugment]:
     """The paper's two asymmetric views (BYOL Table 6).
 
     View 1: blur p=1.0, solarize p=0.0. View 2: blur p=0.1, solarize p=0.2. Everything else as in
@@ -1069,8 +834,6 @@ def default_views(image_size: int | tuple[int, int], preset: str = "imagenet",
             solo-learn's recipe (``scripts/pretrain/cifar/augmentations/asymmetric.yaml``): crop
             scale (0.08, 1.0), no blur on either view, solarisation as in the paper,
             torchvision's colour jitter (``jitter_style="torchvision"``).
-        backend: ``"torch"`` or ``"kornia"`` (with ``preset="imagenet"`` the kornia backend
-            needs the override ``jitter_style="torchvision"``, see :class:`BYOLAugment`).
         **overrides: :class:`BYOLAugment` arguments applied to both views on top of the preset,
             e.g. ``flip_p=0.0`` for data whose mirror image means something else (text, digits).
 
@@ -1078,10 +841,10 @@ def default_views(image_size: int | tuple[int, int], preset: str = "imagenet",
         (view1, view2) augmentation modules.
     """
     if preset == "imagenet":
-        common = dict(crop_scale=(0.08, 1.0), backend=backend, jitter_style="byol")
+        common = dict(crop_scale=(0.08, 1.0), jitter_style="byol")
         blur = (1.0, 0.1)
     elif preset == "small":
-        common = dict(crop_scale=(0.08, 1.0), backend=backend, jitter_style="torchvision")
+        common = dict(crop_scale=(0.08, 1.0), jitter_style="torchvision")
         blur = (0.0, 0.0)
     else:
         raise ValueError(f"preset must be 'imagenet' or 'small', got {preset!r}")

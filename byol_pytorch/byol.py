@@ -340,10 +340,8 @@ class BYOL(nn.Module):
         if tuple(x.shape[-2:]) != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False,
                               antialias=True)
-        elif self.expects_unit_range:
-            x = x.clone()  # normalised in place below
         if self.expects_unit_range:
-            x = self.augment1.normalize_(x)
+            x = self.augment1.normalize(x)  # the views' normalisation
         return self.online_encoder(x, return_projection=return_projection)
 
     def _loss(self, view1: Tensor, view2: Tensor) -> Tensor:

@@ -45,13 +45,14 @@ from torch.utils.data import Dataset, DistributedSampler, Subset
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from byol_pytorch.augment import IMAGENET_MEAN, IMAGENET_STD
+from byol_pytorch.normalize import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "DATASETS", "check_data_args", "split_indices", "sample_crop_box", "PretrainViews",
     "SeededViews", "SubstitutingViews", "ReplaceUnreadable", "BadImageError", "read_image",
     "readable_item", "SeededSampler", "eval_transform", "train_eval_transform", "build_dataset",
     "shard", "to_device_images", "TensorImageDataset", "default_workers", "normalization",
+    "load_npz", "load_digits", "DIGIT_VIEWS",
 ]
 
 DATASETS = ("folder", "cifar10", "cifar100", "stl10", "npz", "digits")
@@ -332,22 +333,35 @@ def split_indices(n: int, val_fraction: float, seed: int = 0) -> tuple[list[int]
     return sorted(perm[n_val:]), sorted(perm[:n_val])
 
 
-def _load_npz(path: str | Path) -> tuple[Tensor, Tensor | None]:
+def load_npz(path: str | Path) -> tuple[Tensor, Tensor | None]:
+    """(N, 3, H, W) uint8 images (1-channel ones repeated to 3) and (N,) int64 labels (None when
+    the file has no ``train_labels``) from an npz with ``train_images`` and ``train_labels``."""
     with np.load(path) as f:
+        if "train_images" not in f.files:
+            raise ValueError(f"{path} has no 'train_images' array (found {f.files})")
         images = torch.from_numpy(np.ascontiguousarray(f["train_images"]))
         labels = torch.from_numpy(f["train_labels"]).long() if "train_labels" in f.files else None
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"{path}: train_images must be uint8 (N, 3, H, W), got "
                          f"{images.dtype} {tuple(images.shape)}")
+    if labels is not None and labels.shape != (images.shape[0],):
+        raise ValueError(f"{path}: train_labels must have shape ({images.shape[0]},), got "
+                         f"{tuple(labels.shape)}")
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1).contiguous()
     return images, labels
 
 
-def _load_digits() -> tuple[Tensor, Tensor]:
-    from sklearn.datasets import load_digits
+# Views for the digits: no flips (a mirrored 2 is not a 2) and milder crops (a 20% crop of an
+# 8x8 digit is rarely the same digit); BYOLAugment / default_views arguments.
+DIGIT_VIEWS = dict(crop_scale=(0.4, 1.0), flip_p=0.0)
 
-    digits = load_digits()  # (1797, 8, 8) float in [0, 16]
+
+def load_digits() -> tuple[Tensor, Tensor]:
+    """scikit-learn's bundled 1,797 digits: (N, 3, 8, 8) uint8 images and (N,) int64 labels."""
+    from sklearn import datasets
+
+    digits = datasets.load_digits()  # (1797, 8, 8) float in [0, 16]
     images = torch.from_numpy(np.round(digits.images * (255.0 / 16.0)).astype(np.uint8))
     return images.unsqueeze(1).expand(-1, 3, -1, -1).contiguous(), torch.from_numpy(digits.target)
 
@@ -410,7 +424,7 @@ def build_dataset(
             return ds, len(ds.classes)
         ds = _image_folder(train_dir, transform)
         return _held_out(ds, split, val_fraction, split_seed), len(ds.classes)
-    images, labels = _load_npz(root) if name == "npz" else _load_digits()
+    images, labels = load_npz(root) if name == "npz" else load_digits()
     ds = TensorImageDataset(images, labels, transform)
     num_classes = None if labels is None else int(labels.max()) + 1
     return _held_out(ds, split, val_fraction, split_seed), num_classes

@@ -21,9 +21,9 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (DistInfo, EvalSetup, Timer, add_eval_args,  # noqa: E402
-                    all_gather_varsize, cleanup_distributed, fail, init_distributed, print0,
-                    seed_everything, setup_eval, write_result)
+from common import (DistInfo, Timer, all_gather_varsize, cleanup_distributed,  # noqa: E402
+                    fail, init_distributed, print0, seed_everything)
+from evaluation import EvalSetup, add_eval_args, setup_eval, write_result  # noqa: E402
 from data import shard  # noqa: E402
 
 from byol_pytorch.eval import extract_features, knn_accuracy  # noqa: E402

@@ -86,9 +86,9 @@ from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader worker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (DistInfo, EvalSetup, Timer, add_eval_args,  # noqa: E402
-                    cleanup_distributed, env_world_size, fail, init_distributed, print0,
-                    seed_everything, setup_eval, write_result)
+from common import (DistInfo, Timer, cleanup_distributed, env_world_size, fail,  # noqa: E402
+                    init_distributed, print0, seed_everything)
+from evaluation import EvalSetup, add_eval_args, setup_eval, write_result  # noqa: E402
 from data import shard, to_device_images, train_eval_transform  # noqa: E402
 from knn_eval import embed_splits  # noqa: E402
 
@@ -219,7 +219,7 @@ def paper_eval_transform(image_size: int, resize_size: int | None = None
 
 def protocol_views(protocol: str) -> tuple[Callable | None, Callable | None]:
     """``(train_view(image_size), val_view(image_size, resize_size))`` factories of a protocol,
-    for :func:`common.setup_eval` (None: its centre crop). ``augment``: random resized crop +
+    for :func:`evaluation.setup_eval` (None: its centre crop). ``augment``: random resized crop +
     flip (``data.train_eval_transform``, the official LINEAR_TRAIN view) and the official centre
     crop; ``features``: knn_eval.py's resize + centre crop for both splits."""
     if protocol == "augment":

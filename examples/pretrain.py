@@ -45,9 +45,9 @@ from common import (CsvWriter, DistInfo, JsonlWriter, Timer, all_gather_varsize,
                     cleanup_distributed, env_world_size, fail, gather_rng_states, init_distributed,
                     parse_hidden_layer, print0, restore_rng_state, save_backbone, seed_everything,
                     truncate_log, unwrap)
-from data import (DATASETS, PretrainViews, ReplaceUnreadable, SeededSampler,  # noqa: E402
-                  SubstitutingViews, build_dataset, check_data_args, default_workers,
-                  eval_transform, normalization, shard, to_device_images)
+from data import (DATASETS, DIGIT_VIEWS, PretrainViews, ReplaceUnreadable,  # noqa: E402
+                  SeededSampler, SubstitutingViews, build_dataset, check_data_args,
+                  default_workers, eval_transform, normalization, shard, to_device_images)
 from faults import (Checkpoints, Decision, Guards, StopFlag,  # noqa: E402
                     checkpoint_to_resume, stop_signals)
 
@@ -87,9 +87,10 @@ def imagenet_settings(epochs: int) -> tuple[int, tuple[float, float, float]]:
 
 
 # The embedded digits are a laptop demo: small images and a short run unless told otherwise, and
-# digit-safe views (a mirrored 2 is not a 2; a 20% crop of an 8x8 digit is rarely the same digit).
+# digit-safe views (data.DIGIT_VIEWS).
 DATASET_DEFAULTS = {"digits": dict(image_size=16, batch_size=128, epochs=10, warmup_epochs=1,
-                                   crop_min_scale=0.4, flip_p=0.0),
+                                   crop_min_scale=DIGIT_VIEWS["crop_scale"][0],
+                                   flip_p=DIGIT_VIEWS["flip_p"]),
                     "stl10": dict(image_size=96)}
 DEFAULT_PRESET = {"folder": "imagenet", "stl10": "imagenet", "cifar10": "small",
                   "cifar100": "small", "npz": "small", "digits": "small"}

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from byol_pytorch import BYOL, BYOLAugment, cifar_stem_
 from byol_pytorch.eval import knn_accuracy
+from data import DIGIT_VIEWS, load_digits  # examples/data.py: the digits and digit-safe views
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,12 +40,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def load_digits_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's 1,797 digits as (N, 3, S, S) float images in [0, 1] and (N,) labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
-    images = F.interpolate(images, size=image_size, mode="bilinear", align_corners=False)
-    return images.clamp(0, 1).repeat(1, 3, 1, 1), torch.tensor(digits.target)
+    images, labels = load_digits()  # (N, 3, 8, 8) uint8
+    images = F.interpolate(images.float() / 255, size=image_size, mode="bilinear",
+                           align_corners=False)
+    return images.clamp(0, 1), labels
 
 
 def small_resnet() -> nn.Module:
@@ -54,8 +53,8 @@ def small_resnet() -> nn.Module:
 
 
 def digit_views(image_size: int) -> tuple[BYOLAugment, BYOLAugment]:
-    """The paper's two views, adapted to digits: no flips (a mirrored 2 is not a 2), milder crops."""
-    common = dict(crop_scale=(0.4, 1.0), flip_p=0.0, blur_p=0.0)
+    """The paper's two views, adapted to digits (data.DIGIT_VIEWS: no flips, milder crops)."""
+    common = dict(DIGIT_VIEWS, blur_p=0.0)
     return BYOLAugment(image_size, **common), BYOLAugment(image_size, solarize_p=0.2, **common)
 
 

@@ -271,10 +271,10 @@ def load_images(source: str | Path, n: int = 8, *, size: int | None = None,
         size: side S; default the images' own size (npz, digits: 32) or 224 for folders.
     """
     if str(source) == "digits":
-        from sklearn.datasets import load_digits
+        from data import load_digits
 
-        digits = torch.tensor(load_digits().images, dtype=torch.float32) / 16.0  # (N, 8, 8)
-        picked = digits[_pick(len(digits), n, seed)].unsqueeze(1).repeat(1, 3, 1, 1)
+        digits = load_digits()[0]  # (N, 3, 8, 8) uint8
+        picked = digits[_pick(len(digits), n, seed)].float() / 255
         return torch.stack([_resize_square(x, size or 32) for x in picked])
     path = Path(source)
     if path.suffix == ".npz":
@@ -322,7 +322,7 @@ def make_views(images: Tensor, image_size: int | None = None, preset: str = "ima
     g = torch.Generator().manual_seed(seed)
     for aug in default_views(size, preset=preset):
         y = aug(images, generator=g)
-        mean, std = aug.mean.view(1, -1, 1, 1), aug.std.view(1, -1, 1, 1)
+        mean, std = aug.normalize.mean.view(1, -1, 1, 1), aug.normalize.std.view(1, -1, 1, 1)
         views.append((y * std + mean).clamp(0, 1))
     return views[0], views[1]
 

@@ -502,13 +502,14 @@ def _run_augment_protocol(lrs: list[float]):
     from torch.utils.data import TensorDataset
 
     common = importlib.import_module("common")
+    evaluation = importlib.import_module("evaluation")
     linear_eval = importlib.import_module("linear_eval")
     rng = np.random.default_rng(0)
     labels = np.arange(24) % 3
     images = np.concatenate([class_images(rng, int(y), 1, 4) for y in labels])
     data = TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
     encoder = _CountingEncoder()
-    setup = common.EvalSetup(encoder, data, data, 3, {})
+    setup = evaluation.EvalSetup(encoder, data, data, 3, {})
     args = argparse.Namespace(amp="off", seed=0, probe_batch_size=8, workers=0, epochs=2,
                               weight_decay=0.0, peak_lrs=lrs, batch_size=16)
     run = common.DistInfo(0, 0, 1, torch.device("cpu"))
