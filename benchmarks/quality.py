@@ -705,13 +705,14 @@ def evaluate(net: nn.Module, images: Tensor, labels: Tensor, train_idx: np.ndarr
         # Linear probe on standardised features (statistics of the training split), which makes
         # one learning rate fit every model whatever its feature scale (as MoCo v3/MAE's BN
         # before the linear head); SGD + cosine, as byol_pytorch.eval.train_linear_probe does.
-        mean, std = f_tr.mean(0), f_tr.std(0).clamp_min(1e-6)
+        feature_std = f_tr.std(0)
+        mean, std = f_tr.mean(0), feature_std.clamp_min(1e-6)
         lin = linear_probe_accuracy((f_tr - mean) / std, y_tr, (f_te - mean) / std, y_te,
                                     num_classes, epochs=cfg["probe_epochs"], lr=0.1,
                                     weight_decay=5e-4, batch_size=256, optimizer="sgd",
                                     progress=False, seed=cfg["seed"])
         out["linear_top1"] = lin["linear_top1"]
-        out["feature_std"] = float(f_tr.std(0).mean())
+        out["feature_std"] = float(feature_std.mean())
     out["eval_wall_s"] = time.perf_counter() - start
     return out
 
