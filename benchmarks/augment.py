@@ -30,8 +30,7 @@ import torch
 from _common import sync
 from torch import Tensor
 
-from byol_pytorch.augment import BYOLAugment, default_views, rgb_to_grayscale, solarize
-from byol_pytorch.normalize import IMAGENET_MEAN, IMAGENET_STD
+from byol_pytorch.augment import IMAGENET_MEAN, IMAGENET_STD, BYOLAugment, default_views, ops
 
 
 def median_seconds(fn: Callable[[], object], device: torch.device, iters: int,
@@ -133,28 +132,34 @@ def throughput_row(size: int, args: argparse.Namespace, device: torch.device) ->
 
 def view_op_times(view: BYOLAugment, x: Tensor, args: argparse.Namespace,
                   device: torch.device) -> dict[str, float]:
-    """Median ms of each op of one view on the batch ``x`` (the view's private steps)."""
+    """Median ms of each op of one view on the batch ``x`` (the ops ``view.apply`` runs)."""
     in_size = (x.shape[2], x.shape[3])
-    p = view._sample_params(args.batch, device, None, in_size)
-    y = view._crop_flip(x, p).float().clamp_(0, 1)
-    gray = p["grayscale"].view(-1, 1, 1, 1)
-    ops: dict[str, Callable[[], object]] = {
-        "sample params": lambda: view._sample_params(args.batch, device, None, in_size),
-        "crop+flip (grid_sample)": lambda: view._crop_flip(x, p),
-        f"colour jitter ({view.jitter_style}, random order)": lambda: view._colour_jitter(y, p),
-        f"grayscale p={view.grayscale_p}":
-            lambda: torch.where(gray, rgb_to_grayscale(y).expand_as(y), y),
+    p = view.sample_params(args.batch, in_size, device=device)
+    y = ops.resized_crop(x, p["boxes"], p["flip"], view.image_size).float().clamp_(0, 1)
+
+    def select(key: str, new: Tensor) -> Tensor:
+        return torch.where(p[key].view(-1, 1, 1, 1), new, y)
+
+    steps: dict[str, Callable[[], object]] = {
+        "sample params": lambda: view.sample_params(args.batch, in_size, device=device),
+        "crop+flip (grid_sample)": lambda: ops.resized_crop(x, p["boxes"], p["flip"],
+                                                            view.image_size),
+        f"colour jitter ({view.jitter_style}, random order)": lambda: ops.colour_jitter(
+            y, p["jitter"], p["factors"], p["order"], p["pos"], view.jitter_style),
+        f"grayscale p={view.grayscale_p} (kornia)":
+            lambda: select("grayscale", ops.rgb_to_grayscale(y).expand_as(y)),
     }
     if view.blur_p > 0:
-        ops[f"blur p={view.blur_p} (k={view.blur_kernel_size})"] = lambda: view._blur(y, p)
+        steps[f"blur p={view.blur_p} (k={view.blur_kernel_size})"] = lambda: select(
+            "blur", ops.gaussian_blur(y, p["sigma"], view.blur_kernel_size).clamp_(0, 1))
     if view.solarize_p > 0:
-        ops[f"solarize p={view.solarize_p}"] = \
-            lambda: solarize(y, p["solarize"], view.solarize_threshold)
-    ops["normalize"] = lambda: view.normalize(y.clone(), inplace=True)
-    ops["whole view"] = lambda: view(x)
+        steps[f"solarize p={view.solarize_p} (kornia)"] = \
+            lambda: ops.solarize(y, p["solarize"], view.solarize_threshold)
+    steps["normalize"] = lambda: view.normalize(y.clone(), inplace=True)
+    steps["whole view"] = lambda: view(x)
     with torch.no_grad():
         return {k: median_seconds(fn, device, args.iters, args.warmup) * 1e3
-                for k, fn in ops.items()}
+                for k, fn in steps.items()}
 
 
 def per_op_rows(size: int, args: argparse.Namespace, device: torch.device) -> list[tuple]:

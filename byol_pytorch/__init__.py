@@ -1,51 +1,53 @@
 """byol-torch: Bootstrap Your Own Latent (Grill et al., 2020) for any PyTorch backbone.
 
-A drop-in for byol-pytorch 0.9.1 (same import name, ``byol_pytorch``); its module
-``byol_pytorch.byol_pytorch`` is here too, with the same names.
+A drop-in for byol-pytorch 0.9.1 (same import name); its names live in ``byol_pytorch.byol_pytorch``.
 """
+
+import warnings
+from importlib import metadata
 
 import torch
 
-from byol_pytorch._install import check_torch, warn_if_shadowed
 
-check_torch(torch.__version__)  # before the modules that use newer torch APIs
-from byol_pytorch.augment import BYOLAugment, default_views  # noqa: E402
+def _check_torch(version: str, need: tuple[int, int] = (2, 3)) -> None:
+    """Fail at import, with the fix, on a torch older than ``need`` (the bound setup.cfg states:
+    torch.compiler.is_compiling and the device-generic torch.amp.GradScaler appeared in 2.3)."""
+    try:
+        found = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
+    except ValueError:
+        return  # a source build with an unusual version string: let it run
+    if found < need:
+        bound = ".".join(map(str, need))
+        raise ImportError(f"byol_pytorch needs torch>={bound}, found torch {version}; upgrade it: "
+                          f"pip install 'torch>={bound}' 'torchvision>=0.18'")
+
+
+_check_torch(torch.__version__)  # before the modules that use newer torch APIs
+from byol_pytorch.augment import BYOLAugment, Normalize, default_views  # noqa: E402
 from byol_pytorch.byol import BYOL, unwrap, update_moving_average  # noqa: E402
-from byol_pytorch.ema import EMA, ema_update_, make_target  # noqa: E402
-from byol_pytorch.features import FeatureExtractor, NetWrapper, resolve_layer  # noqa: E402
-from byol_pytorch.heads import MLP, SEM, SimSiamMLP  # noqa: E402
+from byol_pytorch.byol_pytorch import EMA, SEM, NetWrapper  # noqa: E402  (0.9.1's names)
+from byol_pytorch.deepmind import load_deepmind_checkpoint  # noqa: E402
+from byol_pytorch.ema import ema_update_, make_target  # noqa: E402
+from byol_pytorch.features import FeatureExtractor, resolve_layer  # noqa: E402
+from byol_pytorch.heads import MLP, SimSiamMLP  # noqa: E402
 from byol_pytorch.losses import byol_loss, symmetric_byol_loss  # noqa: E402
-from byol_pytorch.models import cifar_stem_, create_backbone  # noqa: E402
-from byol_pytorch.normalize import Normalize  # noqa: E402
+from byol_pytorch.optim import LARS, param_groups  # noqa: E402
 from byol_pytorch.schedules import cosine_tau, warmup_cosine  # noqa: E402
 from byol_pytorch.trainer import BYOLTrainer, MockDataset  # noqa: E402
 from byol_pytorch.version import __version__  # noqa: E402
 
-warn_if_shadowed()
+try:  # byol-pytorch (0.9.1 and earlier) writes the same byol_pytorch/ folder: either may win
+    _other = metadata.version("byol-pytorch")
+    warnings.warn(f"both byol-torch and byol-pytorch {_other} are installed and both provide the "
+                  "module byol_pytorch, so the files of one may shadow the other's; keep one: "
+                  "pip uninstall -y byol-pytorch byol-torch && pip install byol-torch",
+                  stacklevel=2)
+except metadata.PackageNotFoundError:
+    pass
 
 __all__ = [
-    "BYOL",
-    "BYOLAugment",
-    "BYOLTrainer",
-    "EMA",
-    "FeatureExtractor",
-    "MLP",
-    "MockDataset",
-    "NetWrapper",
-    "Normalize",
-    "SEM",
-    "SimSiamMLP",
-    "__version__",
-    "byol_loss",
-    "cifar_stem_",
-    "cosine_tau",
-    "create_backbone",
-    "default_views",
-    "ema_update_",
-    "make_target",
-    "resolve_layer",
-    "symmetric_byol_loss",
-    "unwrap",
-    "update_moving_average",
-    "warmup_cosine",
+    "BYOL", "BYOLAugment", "BYOLTrainer", "EMA", "FeatureExtractor", "LARS", "MLP", "MockDataset",
+    "NetWrapper", "Normalize", "SEM", "SimSiamMLP", "__version__", "byol_loss", "cosine_tau",
+    "default_views", "ema_update_", "load_deepmind_checkpoint", "make_target", "param_groups",
+    "resolve_layer", "symmetric_byol_loss", "unwrap", "update_moving_average", "warmup_cosine",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import torch
@@ -10,9 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from byol_pytorch.augment import BYOLAugment, default_views
-from byol_pytorch.ema import EMA, copy_weights_, ema_update_, make_target
-from byol_pytorch.features import HiddenLayer, NetWrapper
-from byol_pytorch.heads import MLP
+from byol_pytorch.ema import ema_update_, make_target
+from byol_pytorch.features import Encoder, HiddenLayer
+from byol_pytorch.heads import MLP, projection_head
 from byol_pytorch.losses import symmetric_byol_loss
 from byol_pytorch.monitor import projection_std
 from byol_pytorch.schedules import cosine_tau
@@ -22,60 +23,37 @@ __all__ = ["BYOL", "update_moving_average", "unwrap"]
 AugmentFn = Callable[[Tensor], Tensor]
 RANGE_CHECKS = 10  # batches whose value range is checked; later ones skip the device sync
 VIEW_BATCHING = ("separate", "joint")
-# Normalisation of images that are not RGB: ImageNet's mean and std averaged over the channels.
-GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)
+GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)  # ImageNet's mean and std averaged over the channels
 
 
 class BYOL(nn.Module):
     """Bootstrap Your Own Latent (Grill et al., 2020) around any image backbone.
 
-    ``loss = learner(images)`` augments each image twice on the images' device (random parameters
-    per image), runs the online network (encoder -> projector -> predictor) and the target network
-    (an EMA of encoder -> projector) on both views, and returns the symmetric loss
-    ``L(q1, z2) + L(q2, z1)`` with ``L = 2 - 2 cos``. Call ``update_moving_average()`` after each
-    optimizer step. The backbone is trained in place: save ``net.state_dict()`` afterwards.
-
-    Every part (projector, predictor, target, augmentation buffers) is created on the device and
-    in the dtype of the backbone's representation, so ``BYOL(resnet.cuda(), ...)`` needs no
-    ``.to()``. The parts keep byol-pytorch 0.9.1's names: ``online_encoder`` (``.net`` the
-    backbone, ``.projector``; ``online_encoder(x)`` -> (projection, representation)),
-    ``online_predictor``, ``target_encoder`` (None when ``use_momentum=False``),
-    ``target_ema_updater`` (its ``beta`` is the base EMA rate), ``augment1``/``augment2``.
+    ``loss = learner(images)`` augments each image twice on the images' device (parameters drawn
+    per image), runs the online network (encoder -> projector -> predictor) and the target (an EMA
+    copy of encoder -> projector) on both views and returns ``L(q1, z2) + L(q2, z1)``, ``L = 2 - 2
+    cos``. Call ``update_moving_average()`` after each optimizer step; the backbone trains in
+    place. Every part is made on the backbone's device, in its dtype. Parts: ``online_encoder``
+    (:class:`~byol_pytorch.features.Encoder`), ``online_predictor``, ``target_encoder`` (None
+    with ``use_momentum=False``), ``augment1``/``augment2``; :mod:`byol_pytorch.byol_pytorch`
+    adds byol-pytorch 0.9.1's other names. The README's table explains every argument; in short:
 
     Args:
-        net: the backbone; it is not modified except for one forward hook on ``hidden_layer``.
-        image_size: side (or (H, W)) of the augmented views, of the construction dry run and of
-            the images embeddings are computed at.
-        hidden_layer: module name, child index (default -2: the layer before the classifier),
-            or None / -1 for the backbone's own output.
-        projection_size: output size of projector and predictor (paper: 256).
-        projection_hidden_size: hidden size of projector and predictor (paper: 4096).
-        augment_fn: view-1 augmentation, (B, C, H, W) -> (B, C, H', W'); default: the paper's.
-        augment_fn2: view-2 augmentation; default: ``augment_fn`` if given, else the paper's.
-        moving_average_decay: base EMA rate tau (paper: 0.996).
-        use_momentum: False gives the SimSiam variant (target = online with stop-gradient, and
-            SimSiam's 3-layer projector).
-        sync_batchnorm: True/False: SyncBatchNorm or BatchNorm1d in the heads; None: BatchNorm1d
-            (convert the whole model with ``nn.SyncBatchNorm.convert_sync_batchnorm`` in scripts).
-        use_simplicial_embeddings: put byol-pytorch 0.9.1's simplicial embedding before the
-            projector (not BYOL; 0.9.1 turned it on by default, here it is off).
-        sem_num_simplices, sem_simplex_dim, sem_temperature: its settings.
-        total_steps: if given, tau follows the paper's cosine schedule from
-            ``moving_average_decay`` to ``final_tau`` over this many updates; else tau is constant.
-        final_tau: end value of the tau schedule (paper: 1.0).
-        token_pool: for ViT token outputs (B, N, D): "cls" (class token), "mean" (patch tokens)
-            or "flatten" (all tokens as one vector, as byol-pytorch 0.9.1).
-        view_batching: how the two views pass through the networks. ``"separate"`` (default):
-            one pass per view, so every BatchNorm normalises each view with its own statistics
-            (the paper). ``"joint"``: one batch of 2B whose BatchNorm statistics mix both views
-            (as byol-pytorch 0.9.1; differs from the paper).
-        augment_preset: "imagenet" (paper) or "small" (CIFAR-size images: no blur, solo-learn's
-            CIFAR views) for the default augmentations.
-        head_output_bias: bias in the last Linear of projector and predictor: True (default) as
-            byol-pytorch 0.9.1, whose checkpoints then load; False as the official code.
-        in_channels: channels of the input images; default: those of the backbone's first
-            ``Conv2d`` (3 if it has none). With other than 3, the default augmentations skip the
-            RGB-only colour jitter and grayscale and normalise with mean 0.449, std 0.226.
+        net, image_size: the backbone; the side (or (H, W)) of views, dry run and embeddings.
+        hidden_layer: module name, child index (-2: before the classifier), None/-1: the output.
+        augment_fn, augment_fn2: (B, C, H, W) -> (B, C, H', W') views; default: the paper's.
+        moving_average_decay: tau, the target's EMA rate (the base rate with ``total_steps``).
+        use_momentum: False is SimSiam (the target is the online network, stop-gradient).
+        sync_batchnorm: SyncBatchNorm in the heads; None or False: BatchNorm1d.
+        use_simplicial_embeddings, sem_*: 0.9.1's simplicial embedding before the projector.
+        total_steps, final_tau: tau follows the paper's cosine to ``final_tau`` over this many
+            updates (None: constant).
+        token_pool: ViT tokens (B, N, D) -> "cls", "mean" or "flatten" (0.9.1's).
+        view_batching: "separate" (BatchNorm statistics per view, the paper) or "joint" (over
+            both views in one batch of 2B, as 0.9.1).
+        augment_preset: default views, "imagenet" (official code) or "small" (32-96 px images).
+        head_output_bias: bias in the heads' last Linear (True: 0.9.1's; False: official).
+        in_channels: image channels (default: the first Conv2d's); not 3: no RGB-only views.
     """
 
     def __init__(
@@ -110,136 +88,121 @@ class BYOL(nn.Module):
             raise ValueError(f"moving_average_decay must lie in [0, 1], got {moving_average_decay}")
         if total_steps is not None and total_steps <= 0:
             raise ValueError(f"total_steps must be a positive int or None, got {total_steps}")
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if len(size) != 2 or min(size) <= 0:
             raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
         if view_batching not in VIEW_BATCHING:
             raise ValueError(f"view_batching must be one of {VIEW_BATCHING}, got {view_batching!r}")
-        self.in_channels = first_conv_channels(net) if in_channels is None else in_channels
-        self.target_ema_updater = EMA(moving_average_decay)
-        self.final_tau = final_tau
-        self.total_steps = total_steps
-        self.use_momentum = use_momentum
-        self.view_batching = view_batching
-        self._step = 0  # host copy of the ema_step buffer: tau needs it without a device sync
-        self._target_needs_copy = True  # copy online -> target on the first training forward
+        self.image_size, self.view_batching, self.use_momentum = size, view_batching, use_momentum
+        self.moving_average_decay, self.final_tau, self.total_steps = (
+            moving_average_decay, final_tau, total_steps)
+        self.in_channels = in_channels if in_channels is not None else next(
+            (m.in_channels for m in net.modules() if isinstance(m, nn.Conv2d)), 3)
+        self._step = 0  # host copy of the ema_step buffer: tau without a device sync
+        self._target_needs_copy = True  # the target copies the online network at the 1st step
         self._range_checks_left = RANGE_CHECKS
         self._warned: set[str] = set()
-        # () tensor set by each forward that computes the loss: the spread of the online
-        # projections (see byol_pytorch.monitor); read it when logging, it costs no sync until then.
+        # () tensor set by each loss forward: spread of the online projections (monitor.py)
         self.last_projection_std: Tensor | None = None
 
         rgb = {} if self.in_channels == 3 else dict(jitter_p=0.0, grayscale_p=0.0,
                                                      mean=GRAY_MEAN, std=GRAY_STD)
-        default1, default2 = default_views(self.image_size, preset=augment_preset, **rgb)
+        default1, default2 = default_views(size, preset=augment_preset, **rgb)
         self.augment1 = augment_fn if augment_fn is not None else default1
         self.augment2 = augment_fn2 if augment_fn2 is not None else (augment_fn or default2)
-        # With our augmentations (default or user-configured BYOLAugment) inputs are [0, 1] images
-        # and the views are normalised; embeddings then get the same normalisation.
+        # our augmentations take [0, 1] images and normalise: embeddings get the same
         self.expects_unit_range = isinstance(self.augment1, BYOLAugment)
 
-        sync_bn = bool(sync_batchnorm)
-        self.online_encoder = NetWrapper(
-            net, projection_size, projection_hidden_size, hidden_layer,
-            use_simsiam_mlp=not use_momentum, sync_batchnorm=sync_bn,
-            use_simplicial_embeddings=use_simplicial_embeddings,
-            sem_num_simplices=sem_num_simplices, sem_simplex_dim=sem_simplex_dim,
-            sem_temperature=sem_temperature, token_pool=token_pool, output_bias=head_output_bias)
-        representation, unused = self._dry_run()
-        device, dtype = representation.device, representation.dtype
-        self.online_encoder.build_projector(representation.shape[1], device, dtype)
+        self.online_encoder = Encoder(net, hidden_layer, token_pool)
+        y, used = self._dry_run()
+        device, dtype = y.device, y.dtype
+
+        head = partial(projection_head, hidden_dim=projection_hidden_size, out_dim=projection_size,
+                       simsiam=not use_momentum, sync_batchnorm=sync_batchnorm,
+                       output_bias=head_output_bias)
+        if use_simplicial_embeddings:
+            from byol_pytorch.byol_pytorch import simplicial_projector
+            projector = simplicial_projector(y.shape[1], head, sem_num_simplices, sem_simplex_dim,
+                                             sem_temperature, sync_batchnorm)
+        else:
+            projector = head(y.shape[1])
+        self.online_encoder.projector = projector.to(device, dtype)
         self.online_predictor = MLP(projection_size, projection_hidden_size, projection_size,
-                                    sync_bn, head_output_bias).to(device=device, dtype=dtype)
+                                    sync_batchnorm, head_output_bias).to(device, dtype)
         self.target_encoder = make_target(self.online_encoder) if use_momentum else None
         for augment in (self.augment1, self.augment2):
             if isinstance(augment, nn.Module):
-                augment.to(device)  # its buffers (normalisation constants), as 0.9.1's self.to()
-        # EMA updates done and whether the target was synced: tensors, so that state_dict() holds
-        # tensors only (safetensors, .cpu() maps) and checkpoints resume the tau schedule.
+                augment.to(device)  # normalisation constants
+        # tensors, so that state_dict() holds tensors only and resumes the tau schedule
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("target_synced", torch.zeros((), dtype=torch.bool, device=device))
-        # Parameters after the hooked layer (e.g. the classifier) never get gradients; tell
-        # DistributedDataParallel so that plain DDP (find_unused_parameters=False) works.
-        self._ddp_params_and_buffers_to_ignore = [f"online_encoder.net.{n}" for n in sorted(unused)]
+        # Parameters after the hooked layer (a classifier) never get gradients: plain DDP
+        # (find_unused_parameters=False) must not wait for them.
+        self._ddp_params_and_buffers_to_ignore = [
+            f"online_encoder.net.{n}" for n, _ in net.named_parameters() if n not in used]
+        from byol_pytorch.byol_pytorch import adopt_0_9_1_state_dict
+        self.register_load_state_dict_pre_hook(adopt_0_9_1_state_dict)
 
-    # ------------------------------------------------------------------ construction helpers
     def _dry_run(self) -> tuple[Tensor, set[str]]:
-        """Representation of a random batch (2, D) and the backbone parameters it does not use.
-
-        Runs in eval mode under no_grad on the backbone's device, so BatchNorm statistics stay
-        untouched; every module's train/eval flag is restored afterwards.
-        """
-        encoder = self.online_encoder
-        net = encoder.net
-        tensors = list(net.parameters()) + list(net.buffers())
+        """(2, D) representation of random images and the backbone parameters it uses; eval mode
+        under no_grad (BatchNorm statistics untouched), every module's mode restored after."""
+        net = self.online_encoder.net
+        tensors = [*net.parameters(), *net.buffers()]
         device = tensors[0].device if tensors else torch.device("cpu")
         dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
         shape = (2, self.in_channels, *self.image_size)
-        sample = torch.rand(shape, device=device, dtype=dtype)
         modes = {m: m.training for m in net.modules()}
         try:
             net.eval()
             with torch.no_grad():
-                y, used = encoder.probe(sample)
+                y, used = self.online_encoder.used_parameters(torch.rand(shape, device=device,
+                                                                         dtype=dtype))
         except Exception as err:  # noqa: BLE001 - any failure gets the same explanation
             raise RuntimeError(
                 f"the dry run of the backbone on a {shape} {dtype} input failed with "
                 f"{type(err).__name__}: {err}\nCheck that image_size={self.image_size} suits the "
                 f"backbone (a timm ViT needs timm.create_model(name, img_size={self.image_size[0]})"
                 f"), that in_channels={self.in_channels} matches its first layer, and that "
-                f"hidden_layer={encoder.hidden_layer!r} outputs a tensor.") from err
+                f"hidden_layer={self.online_encoder.hidden_layer!r} outputs a tensor.") from err
         finally:
             for module, mode in modes.items():
                 module.train(mode)
-        if y.dim() != 2:
-            raise RuntimeError(f"representation must be (B, D) after pooling, got {tuple(y.shape)}")
         if y.shape[1] > 65536:
-            warnings.warn(f"the hidden layer {encoder.hidden_layer!r} gives a {y.shape[1]}-dim "
-                          "representation (a flattened feature map); hook a pooling layer instead "
-                          "(e.g. 'avgpool' or 'head.global_pool') to keep the projector small",
+            warnings.warn(f"the hidden layer {self.online_encoder.hidden_layer!r} gives a "
+                          f"{y.shape[1]}-dim representation (a flattened feature map); hook a "
+                          "pooling layer instead (e.g. 'avgpool' or 'head.global_pool')",
                           stacklevel=3)
-        unused = {n for n, _ in net.named_parameters()} - used
-        return y, unused
+        return y, used
 
-    # ------------------------------------------------------------------ public API
     @property
     def net(self) -> nn.Module:
         """The wrapped backbone (trained in place)."""
         return self.online_encoder.net
 
     @property
-    def moving_average_decay(self) -> float:
-        """The base EMA rate: ``target_ema_updater.beta``."""
-        return self.target_ema_updater.beta
-
-    @property
     def step(self) -> int:
-        """Number of ``update_moving_average()`` calls so far (restored by ``load_state_dict``)."""
+        """``update_moving_average()`` calls so far (restored by ``load_state_dict``)."""
         return self._step
 
     @property
     def tau(self) -> float:
-        """The EMA rate the next ``update_moving_average()`` will use."""
-        base = self.target_ema_updater.beta
+        """The EMA rate the next ``update_moving_average()`` uses."""
         if self.total_steps is None:
-            return base
-        return cosine_tau(self._step, self.total_steps, base, self.final_tau)
+            return self.moving_average_decay
+        return cosine_tau(self._step, self.total_steps, self.moving_average_decay, self.final_tau)
 
-    @torch.compiler.disable  # runs eagerly inside a compiled training step: see below
+    @torch.compiler.disable
     @torch.no_grad()
     def update_moving_average(self) -> None:
         """``target = tau * target + (1 - tau) * online``, then advance the tau schedule.
 
-        Not traced by ``torch.compile``: tau is a Python float from the host-side step counter (so
-        that the update is one fused kernel with no device sync), and a compiled copy would be
-        specialised on that counter and recompiled at every step. A compiled training step that
-        calls this method therefore has a graph break here, on purpose.
+        Not traced by ``torch.compile`` (a graph break on purpose): tau is a Python float from the
+        host-side step counter, which a compiled copy would be specialised on and recompile for.
         """
         if self.target_encoder is None:
             raise RuntimeError("update_moving_average() needs use_momentum=True; with "
                                "use_momentum=False the target is the online network itself")
-        if self._target_needs_copy:
-            self._sync_target()
+        self._sync_target_once()
         ema_update_(self.target_encoder, self.online_encoder, self.tau)
         self._step += 1
         self.ema_step.fill_(self._step)
@@ -250,47 +213,33 @@ class BYOL(nn.Module):
         self._step = 0
         self.ema_step.zero_()
         if self.target_encoder is not None:
-            self._sync_target()
+            self._target_needs_copy = True
+            self._sync_target_once()
 
-    # Not traced: a compiled forward would guard on the Python flag and compile a second time once
-    # it flips after the first step (a graph break here costs less than a second compilation).
+    # Not traced: a compiled forward would guard on the flag and compile again once it flips.
     @torch.compiler.disable
     def _sync_target_once(self) -> None:
+        # At the first training step, not at construction: the target starts from the weights
+        # the online network has then (DDP's broadcast, a backbone checkpoint loaded later).
         if self._target_needs_copy:
-            self._sync_target()
+            ema_update_(self.target_encoder, self.online_encoder, 0.0)
+            self._target_needs_copy = False
+            self.target_synced.fill_(True)
 
-    def _sync_target(self) -> None:
-        # Deferred to the first training step so that the target starts from the weights the
-        # online network has then: DDP's initial broadcast, or a checkpoint loaded into the backbone.
-        copy_weights_(self.target_encoder, self.online_encoder)
-        self._target_needs_copy = False
-        self.target_synced.fill_(True)
-
-    def forward(
-        self,
-        x: Tensor,
-        return_embedding: bool = False,
-        return_projection: bool = True,
-        *,
-        x2: Tensor | None = None,
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, return_embedding: bool = False, return_projection: bool = True,
+                *, x2: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """BYOL loss of a batch, or its online embedding.
 
         Args:
             x: (B, C, H, W) float images in [0, 1] (augmented here), or view 1 if ``x2`` is given.
-                Other float dtypes are converted to the learner's.
-            return_embedding: return the online network's output for ``x`` without augmentation:
-                ``x`` is resized to ``image_size`` (bilinear, antialiased) if it has another size,
-                and normalised as the views are when augment_fn is a BYOLAugment (the default).
-                Take embeddings after ``learner.eval()`` under ``torch.no_grad()``: in train mode
-                BatchNorm makes them depend on the rest of the batch (this warns once).
-            return_projection: with ``return_embedding``, return ``(projection, embedding)``
-                ((B, projection_size), (B, D)) instead of just the embedding (B, D).
-            x2: optional (B, C, H', W') view 2 made by the caller; ``x`` and ``x2`` are then used
-                as they are (no augmentation, no normalisation).
+            return_embedding: the online network's output for ``x`` without augmentation, resized
+                to ``image_size`` and normalised as the views (with our augmentations). Take it in
+                eval mode under no_grad (train mode warns once: BatchNorm mixes the batch).
+            return_projection: with ``return_embedding``, ((B, P), (B, D)) instead of (B, D).
+            x2: (B, C, H', W') view 2 made by the caller; x and x2 are then used as given.
 
         Returns:
-            () float32 loss, or the embedding as described above.
+            () float32 loss in [0, 8], or the embedding as described above.
         """
         if isinstance(return_embedding, Tensor):
             raise TypeError("the second positional argument of learner(...) is return_embedding "
@@ -316,8 +265,7 @@ class BYOL(nn.Module):
             return self._loss(view1, view2)
         self._warn_once("size", f"the views are {' and '.join(map(str, sorted(sizes)))} but "
                         f"image_size is {self.image_size}: the representation was sized and "
-                        "embeddings are taken at image_size; pass image_size=<the views' size>",
-                        stacklevel=4)  # user -> Module.__call__ -> _call_impl -> forward
+                        "embeddings are taken at image_size; pass image_size=<the views' size>", 5)
         try:
             return self._loss(view1, view2)
         except (RuntimeError, AssertionError, ValueError) as err:
@@ -326,7 +274,6 @@ class BYOL(nn.Module):
                              "augmentations output image_size, or pass the views' size as "
                              "image_size") from err
 
-    # ------------------------------------------------------------------ forward helpers
     def _embed(self, x: Tensor, return_projection: bool) -> Tensor | tuple[Tensor, Tensor]:
         if self.training:
             if x.shape[0] < 2:
@@ -335,8 +282,7 @@ class BYOL(nn.Module):
                                  "embeddings under torch.no_grad()")
             self._warn_once("train", "embeddings taken in train mode depend on the rest of the "
                             "batch and update the BatchNorm running statistics; call "
-                            "learner.eval() first (and learner.train() before training again)",
-                            stacklevel=5)
+                            "learner.eval() first (and learner.train() before training again)", 6)
         if tuple(x.shape[-2:]) != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False,
                               antialias=True)
@@ -345,27 +291,26 @@ class BYOL(nn.Module):
         return self.online_encoder(x, return_projection=return_projection)
 
     def _loss(self, view1: Tensor, view2: Tensor) -> Tensor:
-        online, target = self.online_encoder, self.target_encoder
-        # Views of different sizes cannot share a batch: they always take one pass each.
-        if self.view_batching == "separate" or view1.shape != view2.shape:
+        online, target, predictor = self.online_encoder, self.target_encoder, self.online_predictor
+        if self.view_batching == "separate" or view1.shape != view2.shape:  # one pass per view
             z1, z2 = online(view1)[0], online(view2)[0]
-            q1, q2 = self.online_predictor(z1), self.online_predictor(z2)
+            q1, q2 = predictor(z1), predictor(z2)
             with torch.no_grad():
                 t1, t2 = (target(view1)[0], target(view2)[0]) if target is not None else (z1, z2)
         else:
             views = torch.cat([view1, view2])  # (2B, C, H, W)
             z = online(views)[0]
-            q = self.online_predictor(z)
+            q = predictor(z)
             with torch.no_grad():
                 t = target(views)[0] if target is not None else z
-            (z1, z2), (q1, q2), (t1, t2) = z.chunk(2), q.chunk(2), t.chunk(2)  # 2 x (B, P)
+            (z1, _), (q1, q2), (t1, t2) = z.chunk(2), q.chunk(2), t.chunk(2)  # 2 x (B, P)
         if z1.shape[0] > 1:
             self.last_projection_std = projection_std(z1.detach())
-        # SimSiam (no target network): the online projections with stop-gradient.
+        # SimSiam (no target network): the online projections with stop-gradient
         return symmetric_byol_loss(q1, q2, t1.detach(), t2.detach())
 
     def _augment(self, fn: AugmentFn, x: Tensor) -> Tensor:
-        # Augmentation is preprocessing: keep it in the images' dtype, outside any autocast region.
+        # Augmentation is preprocessing: in the images' dtype, outside any autocast region.
         with torch.autocast(device_type=x.device.type, enabled=False):
             view = fn(x)
         if not isinstance(view, Tensor) or view.dim() != 4 or view.shape[0] != x.shape[0]:
@@ -411,71 +356,13 @@ class BYOL(nn.Module):
     def _warn_once(self, key: str, message: str, stacklevel: int) -> None:
         if key not in self._warned and not torch.compiler.is_compiling():
             self._warned.add(key)
-            warnings.warn(message, stacklevel=stacklevel + 1)
+            warnings.warn(message, stacklevel=stacklevel)  # the user's line: through __call__
 
-    # ------------------------------------------------------------------ state dict
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict,
-                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
-                              error_msgs: list[str]) -> None:
-        # Runs for this module's own entries before its children load, also when the learner is
-        # nested (a LightningModule): a byol-pytorch 0.9.1 state dict is converted here.
-        if _looks_like_0_9_1(state_dict, prefix, strict):
-            self._adopt_0_9_1_state_dict(state_dict, prefix, strict, error_msgs)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
         if self.ema_step.device.type != "meta" and prefix + "ema_step" in state_dict:
-            self._step = int(self.ema_step)
+            self._step = int(self.ema_step)  # the host copies of the loaded buffers
             self._target_needs_copy = not bool(self.target_synced)
-
-    def _adopt_0_9_1_state_dict(self, state_dict: dict[str, Any], prefix: str, strict: bool,
-                                error_msgs: list[str]) -> None:
-        """Map a byol-pytorch 0.9.1 learner's state dict onto this learner's keys, in place."""
-        done = []
-        aliases = [k for k in state_dict if k.startswith(prefix + "net.")]
-        for key in aliases:  # 0.9.1 registered the backbone twice: as net and online_encoder.net
-            value = state_dict.pop(key)
-            state_dict.setdefault(prefix + "online_encoder." + key[len(prefix):], value)
-        if aliases:
-            done.append(f"dropped its {len(aliases)} 'net.*' keys (the backbone, also stored "
-                        "under 'online_encoder.net.*')")
-        has_target = any(k.startswith(prefix + "target_encoder.") for k in state_dict)
-        state_dict[prefix + "ema_step"] = torch.zeros_like(self.ema_step)
-        state_dict[prefix + "target_synced"] = torch.full_like(self.target_synced, has_target)
-        done.append("set the EMA step count to 0 (0.9.1 did not save it; with total_steps the "
-                    "tau schedule starts over)")
-        if has_target:
-            done.append("kept its target network")
-        if strict:
-            saved_sem = any(k.startswith(prefix + "online_encoder.projector.0.0.")
-                            for k in state_dict)
-            if saved_sem != self.online_encoder.use_simplicial_embeddings:
-                error_msgs.append(
-                    f"the state dict was saved {'with' if saved_sem else 'without'} simplicial "
-                    f"embeddings: build BYOL(..., use_simplicial_embeddings={saved_sem}) to load "
-                    "it (byol-pytorch 0.9.1's default was True)")
-            if has_target != (self.target_encoder is not None):
-                error_msgs.append(
-                    f"the state dict was saved with use_momentum={has_target}: build "
-                    f"BYOL(..., use_momentum={has_target}) to load it")
-        warnings.warn("loading a byol-pytorch 0.9.1 state dict: " + "; ".join(done),
-                      stacklevel=4)
-
-
-def _looks_like_0_9_1(state_dict: dict[str, Any], prefix: str, strict: bool) -> bool:
-    """A whole 0.9.1 learner's state dict: duplicate 'net.*' keys, or (strict loads) no ema_step."""
-    if prefix + "ema_step" in state_dict:
-        return False
-    if any(k.startswith(prefix + "net.") for k in state_dict):
-        return True
-    return strict and any(k.startswith(prefix + "online_encoder.") for k in state_dict)
-
-
-def first_conv_channels(net: nn.Module, default: int = 3) -> int:
-    """Input channels of the first ``Conv2d`` in ``net.modules()`` (``default`` if it has none)."""
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d) and module.in_channels > 0:
-            return module.in_channels
-    return default
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -484,7 +371,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
             model = model._orig_mod
         else:
             return model

@@ -18,17 +18,17 @@ def _check_step(step: int, total_steps: int) -> None:
         raise ValueError(f"step must be non-negative, got {step}")
 
 
-def cosine_tau(step: int, total_steps: int, base_tau: float = 0.996, final_tau: float = 1.0) -> float:
+def cosine_tau(step: int, total_steps: int, tau: float = 0.996, final_tau: float = 1.0) -> float:
     """EMA rate of the target network at ``step``.
 
-    Paper (Sec. 3.2): "tau = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2", increasing from
-    ``base_tau`` at k = 0 to ``final_tau`` at k = K. Steps past ``total_steps`` stay at ``final_tau``.
+    Paper (Sec. 3.2): "tau = 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2", rising from ``tau``
+    (the base rate) at k = 0 to ``final_tau`` at k = K. Steps past ``total_steps`` stay at ``final_tau``.
     """
     _check_step(step, total_steps)
-    if not 0.0 <= base_tau <= 1.0 or not 0.0 <= final_tau <= 1.0:
-        raise ValueError(f"base_tau and final_tau must lie in [0, 1], got {base_tau}, {final_tau}")
+    if not 0.0 <= tau <= 1.0 or not 0.0 <= final_tau <= 1.0:
+        raise ValueError(f"tau and final_tau must lie in [0, 1], got {tau}, {final_tau}")
     progress = min(step, total_steps) / total_steps
-    return final_tau - (final_tau - base_tau) * (math.cos(math.pi * progress) + 1) / 2
+    return final_tau - (final_tau - tau) * (math.cos(math.pi * progress) + 1) / 2
 
 
 def warmup_cosine(

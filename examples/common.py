@@ -6,10 +6,10 @@ This is the only module that reads the torchrun environment (``RANK``, ``LOCAL_R
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import os
+import pickle
 import random
 import sys
 import time
@@ -28,9 +28,10 @@ from byol_pytorch.features import HiddenLayer
 
 __all__ = [
     "DistInfo", "init_distributed", "cleanup_distributed", "env_world_size", "restart_count",
-    "is_main_process", "print0", "seed_everything", "JsonlWriter", "CsvWriter",
-    "truncate_log", "capture_rng_state", "restore_rng_state", "gather_rng_states",
-    "save_checkpoint", "load_checkpoint", "backbone_state_dict", "save_backbone",
+    "is_main_process", "print0", "seed_everything", "RunLog", "truncate_log", "read_log",
+    "mean_over_ranks", "capture_rng_state", "restore_rng_state", "gather_rng_states",
+    "save_checkpoint", "load_checkpoint", "read_backbone", "load_backbone_weights",
+    "backbone_state_dict", "save_backbone",
     "all_gather_varsize", "parse_hidden_layer", "fail", "Timer", "unwrap",
 ]
 
@@ -223,60 +224,73 @@ def _cpu(x: Any) -> Any:
     return x
 
 
-# ------------------------------------------------------------------------------ metrics and logs
-class JsonlWriter:
-    """Append one JSON object per line; flushed after each record so readers can tail the file."""
+# ------------------------------------------------------------------------------ logs
+class RunLog:
+    """Rank 0's log of a run: one JSONL file (each record has an ``event``) + TensorBoard scalars
+    of ``scalars`` (if tensorboard is installed). Other ranks get a no-op log."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.file = open(self.path, "a", encoding="utf-8")
+    def __init__(self, path: Path, enabled: bool, scalars: tuple[str, ...] = (),
+                 tensorboard: bool = False, start_step: int = 0) -> None:
+        self.file = self.tb = None
+        self.scalars = scalars
+        if not enabled:
+            return
+        truncate_log(path, start_step)  # on resume: the records past the checkpoint are redone
+        self.file = open(path, "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                return
+            self.tb = SummaryWriter(str(path.parent / "tensorboard"), purge_step=start_step or None)
 
-    def write(self, record: Mapping[str, Any]) -> None:
-        self.file.write(json.dumps(record, allow_nan=True) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class CsvWriter:
-    """CSV with a fixed header (``fields``); missing values are left empty."""
-
-    def __init__(self, path: str | Path, fields: Iterable[str]) -> None:
-        self.path = Path(path)
-        self.fields = list(fields)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self.file = open(self.path, "a", encoding="utf-8", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=self.fields, extrasaction="ignore")
-        if new:
-            self.writer.writeheader()
-            self.file.flush()
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        self.writer.writerow({k: ("" if record.get(k) is None else record[k]) for k in self.fields})
-        self.file.flush()
+    def write(self, event: str, record: Mapping[str, Any]) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps({"event": event, **record}, allow_nan=True) + "\n")
+        self.file.flush()  # readers can tail it
+        for key in self.scalars:
+            if self.tb is not None and record.get(key) is not None:
+                self.tb.add_scalar(f"{event}/{key}", record[key], record["step"])
 
     def close(self) -> None:
-        self.file.close()
+        for sink in (self.file, self.tb):
+            if sink is not None:
+                sink.close()
 
 
-def truncate_log(path: str | Path, key: str, max_value: int) -> None:
-    """Drop the records of a .jsonl or .csv log whose ``key`` exceeds ``max_value``.
+def _records(path: Path) -> list[dict[str, Any]]:
+    """A JSONL log's records; a half-written last line (a run killed mid-write) is dropped."""
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
-    Used on resume, so that steps logged after the checkpoint (by the run that crashed) are not
-    repeated when they are trained again.
-    """
+
+def truncate_log(path: str | Path, max_step: int) -> None:
+    """Drop the records of a JSONL log whose ``step`` exceeds ``max_step`` (on resume, the steps
+    logged after the checkpoint by the run that stopped are trained, and logged, again)."""
     path = Path(path)
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    if path.suffix == ".csv":
-        header, rows = lines[:1], lines[1:]
-        idx = next(csv.reader(header)).index(key) if header else 0
-        keep = header + [r for r in rows if int(next(csv.reader([r]))[idx]) <= max_value]
-    else:
-        keep = [r for r in lines if r.strip() and json.loads(r)[key] <= max_value]
-    path.write_text("".join(keep), encoding="utf-8")
+    if path.exists():
+        path.write_text("".join(json.dumps(r) + "\n" for r in _records(path)
+                                if r["step"] <= max_step), encoding="utf-8")
+
+
+def read_log(path: str | Path, event: str) -> list[dict[str, Any]]:
+    """The records of one ``event`` ("step", "epoch", "knn_init") of a run's log.jsonl."""
+    return [r for r in _records(Path(path)) if r.get("event") == event]
+
+
+def mean_over_ranks(values: Tensor) -> list[float]:
+    """Average a small tensor over processes (gloo has no AVG op: sum / world) -> floats."""
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values.tolist()
 
 
 class Timer:
@@ -315,6 +329,63 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
         return load_file(str(path), device=str(map_location))
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+BACKBONE_PREFIX = "online_encoder.net."  # the backbone's keys in a learner's state dict
+
+
+def read_backbone(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Backbone weights and what is known of how they were made, from any of:
+
+    * a pretrain.py checkpoint (``checkpoint.pt``): the learner's online backbone, its ``args``;
+    * a bare state dict (``.pt``/``.pth``/``.safetensors``): ours (``backbone.pt``, with
+      ``args.json`` beside it), torchvision's or timm's, or a file of ``python -m
+      byol_pytorch.convert`` (its architecture is in the safetensors metadata).
+
+    Raises:
+        ValueError: the file is none of these.
+    """
+    path = Path(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path} does not load ({type(err).__name__}: {str(err)[:200]})") from None
+    info: dict[str, Any] = {}
+    if isinstance(ckpt.get("model"), Mapping):  # a full checkpoint of pretrain.py
+        state = {k[len(BACKBONE_PREFIX):]: v for k, v in ckpt["model"].items()
+                 if k.startswith(BACKBONE_PREFIX)}
+        if not state:
+            raise ValueError(f"{path} has a 'model' entry without {BACKBONE_PREFIX!r} keys: not a "
+                             "BYOL checkpoint from pretrain.py")
+        return state, dict(ckpt.get("args", {}))
+    if not ckpt or not all(isinstance(v, Tensor) for v in ckpt.values()):
+        raise ValueError(f"{path} is neither a pretrain.py checkpoint nor a state dict of tensors")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            info = json.loads((f.metadata() or {}).get("byol_torch", "{}"))
+        if "architecture" in info and "backbone" not in info:  # python -m byol_pytorch.convert
+            raise ValueError(f"{path} holds DeepMind's {info['architecture']}, which the example "
+                             "scripts cannot rebuild by name (ResNet-50/101/152 x1 they can); "
+                             "use byol_pytorch.load_deepmind_checkpoint on the .pkl instead")
+    if (path.parent / "args.json").is_file():
+        info = {**json.loads((path.parent / "args.json").read_text()), **info}
+    return dict(ckpt), info
+
+
+def load_backbone_weights(net: nn.Module, state: Mapping[str, Tensor], source: str | Path) -> None:
+    """Load :func:`read_backbone`'s ``state`` (read from ``source``) into ``net``, strictly except
+    for a classifier the file leaves out (``fc.*``: not part of the representation)."""
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        bad = [k for k in missing if not k.startswith("fc.")] + list(unexpected)
+        if bad:
+            raise RuntimeError(f"missing or unexpected keys: {bad[:5]}")
+    except RuntimeError as err:
+        raise ValueError(f"the weights in {source} do not fit the backbone {type(net).__name__}: "
+                         f"{str(err)[:400]}\nPass the --backbone (and --cifar-stem) they were "
+                         "trained with") from None
 
 
 def backbone_state_dict(backbone: nn.Module) -> dict[str, Tensor]:

@@ -1,5 +1,6 @@
-"""What knn_eval.py and linear_eval.py share: reading a pretrained backbone back, the frozen
-encoder, their command-line arguments, and building the encoder and the labelled splits."""
+"""What the evaluation scripts (and pretrain.py's kNN monitor) share: the frozen encoder, the
+arguments, reading a backbone back (any file common.read_backbone takes), the labelled splits,
+and embedding them on every process."""
 
 from __future__ import annotations
 
@@ -10,52 +11,29 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
-from byol_pytorch.features import FeatureExtractor, HiddenLayer
-from byol_pytorch.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
-from common import fail, load_checkpoint, parse_hidden_layer
+import recipes
+from common import (DistInfo, all_gather_varsize, fail, load_backbone_weights, parse_hidden_layer,
+                    read_backbone)
+from data import build_dataset, check_data_args, default_workers, eval_transform, shard
 
-__all__ = ["load_pretrained_backbone", "EvalEncoder", "add_eval_args", "setup_eval", "EvalSetup",
-           "write_result"]
+from byol_pytorch import FeatureExtractor, Normalize
+from byol_pytorch.augment import IMAGENET_MEAN, IMAGENET_STD, to_float_images
+from byol_pytorch.deepmind import same_padding_
+from byol_pytorch.eval import extract_features, knn_accuracy
+from byol_pytorch.features import HiddenLayer
 
-
-BACKBONE_PREFIX = "online_encoder.net."
-
-
-def load_pretrained_backbone(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Backbone weights and pretraining arguments from a pretrain.py output.
-
-    Accepts a full checkpoint (``checkpoint.pt``: the backbone is the learner's online encoder)
-    or a bare backbone state dict (``backbone.pt`` / ``backbone.safetensors``); for a bare one,
-    the arguments come from ``args.json`` next to it if it exists (else ``{}``).
-
-    Returns:
-        (backbone state dict, pretraining args as a dict)
-    """
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    if "model" in ckpt and isinstance(ckpt["model"], Mapping):  # full checkpoint
-        state = {k[len(BACKBONE_PREFIX):]: v for k, v in ckpt["model"].items()
-                 if k.startswith(BACKBONE_PREFIX)}
-        if not state:
-            raise ValueError(f"{path} has a 'model' entry without {BACKBONE_PREFIX!r} keys: "
-                             "not a BYOL checkpoint from pretrain.py")
-        return state, dict(ckpt.get("args", {}))
-    if not all(isinstance(v, Tensor) for v in ckpt.values()):
-        raise ValueError(f"{path} is neither a pretrain.py checkpoint nor a bare state dict")
-    args_file = path.parent / "args.json"
-    args = json.loads(args_file.read_text()) if args_file.is_file() else {}
-    return dict(ckpt), args
+__all__ = ["EvalEncoder", "add_eval_args", "setup_eval", "EvalSetup", "embed_splits",
+           "knn_monitor", "write_result"]
 
 
 class EvalEncoder(nn.Module):
-    """Frozen-feature model for evaluation: uint8/float images -> normalised -> (B, D).
-
-    The images are normalised with the statistics the views had in pretraining (``mean``,
-    ``std``), and the representation is the output of ``hidden_layer`` (the one hooked during
-    pretraining), as ``BYOL(...)(x, return_embedding=True, return_projection=False)`` computes it.
-    """
+    """Frozen-feature model: uint8/float images -> normalised as the pretraining views -> (B, D),
+    the output of the hooked pretraining layer (what ``BYOL(...)(x, return_embedding=True,
+    return_projection=False)`` computes)."""
 
     def __init__(self, backbone: nn.Module, hidden_layer: HiddenLayer = -2,
                  token_pool: str = "cls", mean: Sequence[float] = IMAGENET_MEAN,
@@ -66,18 +44,18 @@ class EvalEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) uint8 in [0, 255] or float in [0, 1] -> (B, D) float."""
-        return self.encoder(self.normalize(x if x.dtype == torch.uint8 else x.float()))
+        return self.encoder(self.normalize(x))
 
 
-# ------------------------------------------------------------------------------ evaluation setup
 def add_eval_args(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by knn_eval.py and linear_eval.py (model and data defaults come from the
     checkpoint's pretraining arguments when it has them)."""
     g = parser.add_argument_group("checkpoint and model")
-    g.add_argument("--checkpoint", required=True, help="pretrain.py output: checkpoint.pt (full) "
-                   "or backbone.pt / backbone.safetensors (bare state dict); detected")
+    g.add_argument("--checkpoint", required=True, help="pretrain.py's checkpoint.pt or "
+                   "backbone.pt/.safetensors, a torchvision/timm state dict, or a file of "
+                   "python -m byol_pytorch.convert (the paper's weights); detected")
     g.add_argument("--backbone", default=None, help="backbone name; default: from the checkpoint "
-                   "(or args.json next to a bare backbone)")
+                   "(args.json next to a bare backbone, or a converted file's metadata)")
     g.add_argument("--cifar-stem", action=argparse.BooleanOptionalAction, default=None,
                    help="whether the backbone has the CIFAR stem; default: from the checkpoint")
     g.add_argument("--hidden-layer", default=None, help="representation layer (name, index or "
@@ -105,9 +83,8 @@ def add_eval_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
 
 
-_EVAL_FROM_PRETRAIN = {"backbone": None, "cifar_stem": False, "hidden_layer": -2,
-                       "token_pool": "cls", "dataset": "digits", "data_path": None,
-                       "val_fraction": 0.1, "split_seed": 0, "image_size": None}
+_FROM_PRETRAINING = {"backbone": None, "cifar_stem": False, "hidden_layer": -2, "token_pool": "cls",
+                     "dataset": "digits", "data_path": None, "val_fraction": 0.1, "split_seed": 0}
 
 
 @dataclass
@@ -125,45 +102,39 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None, val_view: Any =
                ) -> EvalSetup:
     """Resolve defaults from the checkpoint, validate, build the encoder and the data splits.
 
-    ``train_view(image_size)`` builds the transform of the training split instead of the centre
-    crop (linear eval with augmentation); ``val_view(image_size, resize_size)`` that of the
-    validation split (and of the training split without ``train_view``) instead of
-    ``data.eval_transform``. Raises SystemExit with a clear message on bad input.
+    ``train_view(image_size)`` builds the training split's transform instead of the centre crop;
+    ``val_view(image_size, resize_size)`` the validation split's (and the training split's without
+    ``train_view``) instead of ``data.eval_transform``. SystemExit with a clear message on bad input.
     """
-    from byol_pytorch import cifar_stem_, create_backbone
-    from data import (build_dataset, check_data_args, default_workers, eval_transform,
-                      normalization)
-
     if not Path(args.checkpoint).is_file():
         raise fail(f"--checkpoint {args.checkpoint!r} does not exist")
     try:
-        state, pre = load_pretrained_backbone(args.checkpoint)
-    except (ValueError, RuntimeError, OSError) as err:
+        state, pre = read_backbone(args.checkpoint)
+    except ValueError as err:
         raise fail(f"cannot read {args.checkpoint}: {err}") from None
-    for key, default in _EVAL_FROM_PRETRAIN.items():
+    for key, default in _FROM_PRETRAINING.items():
         if getattr(args, key) is None:
             setattr(args, key, pre.get(key, default))
     if args.backbone is None:
         raise fail("a bare backbone state dict without args.json next to it: pass --backbone "
                    "(and --cifar-stem / --hidden-layer as in pretraining)")
-    if args.image_size is None:
-        args.image_size = 32 if pre.get("preset", "small") == "small" else 224
-    if args.resize_size is None:
-        small = pre.get("preset", "small") == "small" or args.image_size <= 96
-        args.resize_size = args.image_size if small else int(args.image_size * 256 / 224)
+    size, resize = recipes.eval_sizes(pre.get("preset", "small"),
+                                      args.image_size or pre.get("image_size"))
+    args.image_size, args.resize_size = size, args.resize_size or resize
     error = check_data_args(args.dataset, args.data_path, args.download)
     if error:
         raise fail(error)
     if args.workers is None:
         args.workers = default_workers(args.dataset, cap=4)
     try:
-        # Models built for one input size (ViTs) are rebuilt at the pretraining size.
-        backbone = create_backbone(args.backbone, image_size=pre.get("image_size", args.image_size))
-        if args.cifar_stem:
-            cifar_stem_(backbone)
-        backbone.load_state_dict(state)
+        # models built for one input size (ViTs) are rebuilt at the pretraining size
+        backbone = recipes.create_backbone(args.backbone, cifar_stem=args.cifar_stem,
+                                           image_size=pre.get("image_size", args.image_size))
+        if pre.get("same_padding"):  # the paper's weights: TF "SAME" padding (README)
+            same_padding_(backbone)
+        load_backbone_weights(backbone, state, args.checkpoint)
         # the normalisation of the pretraining views (each CIFAR's own statistics, else ImageNet's)
-        mean, std = normalization(pre.get("dataset", args.dataset))
+        mean, std = recipes.normalization(pre.get("dataset", args.dataset))
         encoder = EvalEncoder(backbone, parse_hidden_layer(args.hidden_layer), args.token_pool,
                               mean, std)
     except (ValueError, RuntimeError) as err:
@@ -181,6 +152,47 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None, val_view: Any =
                 num_val=len(val_set), num_classes=num_classes, image_size=args.image_size,
                 workers=args.workers)
     return EvalSetup(encoder, train_set, val_set, num_classes, info)
+
+
+def embed_splits(encoder: nn.Module, datasets: Sequence[Any], run: DistInfo, batch_size: int,
+                 workers: int, normalize: bool = True, progress: bool = True) -> list[Tensor]:
+    """[features, labels] of each data set: every process embeds its shard, then all-gather.
+
+    Features (N, D) float32 on the device, L2-normalised if ``normalize``; labels (N,).
+    """
+    out = []
+    for dataset in datasets:
+        loader = DataLoader(shard(dataset, run.rank, run.world_size), batch_size=batch_size,
+                            num_workers=workers, pin_memory=run.device.type == "cuda",
+                            generator=torch.Generator())  # not the global RNG (training's)
+        feats, labels = extract_features(encoder, loader, run.device, normalize=normalize,
+                                         progress=progress and run.is_main)
+        out += [all_gather_varsize(feats.to(run.device)), all_gather_varsize(labels.to(run.device))]
+    return out
+
+
+class _LearnerEncoder(nn.Module):
+    """uint8 images -> a BYOL learner's representation (the hooked layer), for the kNN monitor."""
+
+    def __init__(self, learner: nn.Module) -> None:
+        super().__init__()
+        self.learner = learner
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.learner(to_float_images(x), return_embedding=True, return_projection=False)
+
+
+def knn_monitor(learner: nn.Module, datasets: Sequence[Any], run: DistInfo, k: int,
+                batch_size: int = 64, workers: int = 0) -> float:
+    """kNN top-1 (%) of a learner's online representation: (train, val) data sets of uint8 images,
+    every process embeds its shard."""
+    if dist.is_initialized():  # ranks' BN statistics drift after the last broadcast: rank 0's
+        for buffer in learner.buffers():
+            dist.broadcast(buffer, 0)
+    bank, bank_y, query, query_y = embed_splits(_LearnerEncoder(learner), datasets, run,
+                                                batch_size, workers, progress=False)
+    k = min(k, bank.shape[0])
+    return knn_accuracy(bank, bank_y, query, query_y, k=k)[f"knn_top1@{k}"]
 
 
 def write_result(result: Mapping[str, Any], output: str | None, checkpoint: str,

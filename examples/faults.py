@@ -11,8 +11,10 @@
 * :class:`ScalerSkips`: steps the fp16 GradScaler skipped (counted, not a divergence).
 * :class:`CollapseMonitor`: the projection std below its threshold for N log intervals.
 * :class:`BadImages`: the unreadable images the data workers replaced, reported once each.
-* :class:`FaultInjection`: test-only faults (``BYOL_TEST_FAULTS``), so the tests can make each
-  fault happen at a known step.
+* :class:`Guards`: all of the above for one run, with its checkpoint writing and resuming; the
+  training loop calls :meth:`Guards.check` once per step.
+
+tests/fault_harness.py makes each fault happen at a known step by wrapping ``Guards.check``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from common import fail, is_main_process, load_checkpoint, print0, restart_count, save_checkpoint
+from common import (DistInfo, fail, gather_rng_states, is_main_process, load_checkpoint, print0,
+                    restart_count, restore_rng_state, save_backbone, save_checkpoint)
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -396,51 +399,32 @@ class BadImages:
         return count
 
 
-# ----------------------------------------------------------------------------- fault injection
-FAULTS_ENV = "BYOL_TEST_FAULTS"
-FAULT_KINDS = ("nan", "overflow", "sigterm", "sigusr1", "sigterm-parent", "exit")
-
-
-class FaultInjection:
-    """Test-only faults at known steps: ``BYOL_TEST_FAULTS="kind@step[:rank],..."``.
-
-    ``nan``: the loss of that step is NaN; ``overflow``: only its gradients are (as an fp16
-    overflow); ``sigterm``, ``sigusr1``: that signal to this process; ``sigterm-parent``:
-    SIGTERM to its launcher (torchrun passes it on to every worker); ``exit``: the process dies,
-    only before any torchrun restart. Steps are 1-based, as logged; no rank means every rank.
-    """
-
-    def __init__(self, rank: int) -> None:
-        self.faults: dict[int, set[str]] = {}
-        for item in filter(None, os.environ.get(FAULTS_ENV, "").split(",")):
-            kind, _, where = item.partition("@")
-            step, _, only = where.partition(":")
-            if kind not in FAULT_KINDS or not step.isdigit():
-                raise ValueError(f"{FAULTS_ENV}: bad item {item!r} (kind@step[:rank], kinds "
-                                 f"{', '.join(FAULT_KINDS)})")
-            if not only or int(only) == rank:
-                self.faults.setdefault(int(step), set()).add(kind)
-
-    def loss(self, step: int, loss: Tensor) -> tuple[Tensor, Tensor]:
-        """(the loss as reported, the loss to back-propagate)."""
-        kinds = self.faults.get(step, set())
-        if "nan" in kinds:
-            loss = loss * float("nan")
-        return loss, loss * float("inf") if "overflow" in kinds else loss
-
-    def after_backward(self, step: int) -> None:
-        kinds = self.faults.get(step, set())
-        for kind in kinds & {"sigterm", "sigusr1"}:
-            os.kill(os.getpid(), signal.SIGTERM if kind == "sigterm" else signal.SIGUSR1)
-        if "sigterm-parent" in kinds:
-            os.kill(os.getppid(), signal.SIGTERM)
-        if "exit" in kinds and restart_count() == 0:
-            os._exit(1)
+def add_fault_args(parser: argparse.ArgumentParser) -> None:
+    """pretrain.py's flags for checkpoints and faults."""
+    g = parser.add_argument_group("checkpoints and faults (examples/README.md: When things go "
+                                  "wrong)")
+    g.add_argument("--save-every-steps", type=int, default=0, help="also checkpoint every N "
+                   "optimizer steps, mid-epoch included; 0 = off")
+    g.add_argument("--save-every-minutes", type=float, default=0.0, help="also checkpoint when "
+                   "this many minutes have passed since the last one; 0 = off")
+    g.add_argument("--keep-last", type=int, default=2, help="step-numbered checkpoints kept "
+                   "(checkpoint-stepNNNNNNNN.pt; checkpoint.pt is the newest); 0 = all")
+    g.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for "
+                   "the newest one in OUTPUT_DIR that loads (after a torchrun restart: always)")
+    g.add_argument("--skip-bad-steps", type=int, default=0, help="skip up to K steps with a "
+                   "non-finite loss or gradient norm (weights, optimizer and EMA unchanged) "
+                   "instead of stopping; costs one device sync per step; 0 = stop at the first")
+    g.add_argument("--collapse-ratio", type=float, default=0.1, help="collapse threshold of the "
+                   "projection std, as a fraction of the healthy 1/sqrt(--proj-dim)")
+    g.add_argument("--collapse-patience", type=int, default=5, help="log intervals in a row "
+                   "below the threshold before the collapse warning")
+    g.add_argument("--stop-on-collapse", action="store_true", help="stop (without saving, "
+                   "non-zero exit) instead of only warning on a collapse")
 
 
 @dataclass
 class Guards:
-    """Everything above, for one run."""
+    """Everything above for one run, and the references its checkpoints are written from."""
 
     control: StepControl
     checkpoints: Checkpoints
@@ -448,20 +432,115 @@ class Guards:
     scaler_skips: ScalerSkips
     collapse: CollapseMonitor
     bad_images: BadImages
-    inject: FaultInjection
+    run: DistInfo
+    parts: dict[str, Any]  # learner, model, optimizer, scaler, sched, args (json)
+
+    @staticmethod
+    def check_args(args: argparse.Namespace) -> None:
+        """The fault flags' own checks (SystemExit with the flag's name)."""
+        if min(args.save_every_steps, args.save_every_minutes, args.keep_last,
+               args.skip_bad_steps) < 0:
+            raise fail("--save-every-steps, --save-every-minutes, --keep-last and "
+                       "--skip-bad-steps must be >= 0")
+        if not (args.collapse_ratio > 0 and args.collapse_patience >= 1):
+            raise fail("--collapse-ratio must be > 0 and --collapse-patience >= 1")
 
     @classmethod
-    def create(cls, args: argparse.Namespace, out: Path, signals: StopFlag,
-               optimizer: torch.optim.Optimizer, device: torch.device, rank: int,
-               lr_at: Callable[[int], float]) -> Guards:
+    def create(cls, args: argparse.Namespace, out: Path, signals: StopFlag, run: DistInfo,
+               learner: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, sched: Any, json_args: dict) -> Guards:
         """From pretrain.py's arguments; a collective (the agreement's CPU group)."""
         checkpoints = Checkpoints(out, args.keep_last)
         return cls(StepControl(args.save_every_steps, args.save_every_minutes, signals),
-                   checkpoints, Divergence(device, args.skip_bad_steps, checkpoints, lr_at),
+                   checkpoints, Divergence(run.device, args.skip_bad_steps, checkpoints,
+                                           lambda step: sched.lr(step - 1)),
                    ScalerSkips(optimizer),
                    CollapseMonitor(args.proj_dim, args.collapse_ratio, args.collapse_patience,
-                                   args.stop_on_collapse, checkpoints),
-                   BadImages(), FaultInjection(rank))
+                                   args.stop_on_collapse, checkpoints), BadImages(), run,
+                   dict(learner=learner, model=model, optimizer=optimizer, scaler=scaler,
+                        sched=sched, args=json_args, clip_grad=args.clip_grad))
+
+    def snapshot(self, learner: nn.Module) -> list[Tensor] | None:
+        """Before the step's forward: what a skipped step must restore (--skip-bad-steps)."""
+        return self.divergence.snapshot(learner)
+
+    def check(self, step: int, step_loss: Tensor, learner: nn.Module,
+              scaler: torch.amp.GradScaler, buffers: list[Tensor] | None) -> Decision:
+        """After the backward pass of ``step``: flag a non-finite loss (or gradient norm, with
+        --clip-grad or --skip-bad-steps; with fp16 those are the GradScaler's), then agree with the
+        other ranks on stopping, saving and skipping. A skipped step's BatchNorm updates are undone;
+        the caller applies a step that is not skipped."""
+        checked = [step_loss]
+        if not scaler.is_enabled() and (self.parts["clip_grad"] or self.divergence.skip_limit):
+            checked.append(nn.utils.get_total_norm(
+                [p.grad for p in learner.parameters() if p.grad is not None]))
+        decision = self.control.decide(step, self.divergence.track(step, checked))
+        if decision.skip:
+            self.divergence.skip(step, learner, buffers)
+        return decision
+
+    def scaler_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+        """``scaler.step`` + ``update``; whether the optimizer stepped (fp16 may skip a step)."""
+        return self.scaler_skips.step(scaler, optimizer)
+
+    def logged(self, bad: float, std: float, step: int, lr: float) -> None:
+        """At a log step, with the values brought to the host (the same on every rank):
+        divergence stops the run (the last checkpoint untouched); collapse warns or stops."""
+        self.divergence.check(bad, step)
+        self.collapse.update(std, step, lr)
+
+    def save(self) -> None:
+        """Checkpoint this step (once) + bare backbone, never with non-finite weights; a
+        collective (every rank's RNG state is gathered), rank 0 writes."""
+        p, sched = self.parts, self.parts["sched"]
+        if self.checkpoints.last is None or self.checkpoints.last[1] != sched.step:
+            self.divergence.ensure_finite(p["learner"], sched.step)
+            rng = gather_rng_states()
+            if self.run.is_main:
+                learner = p["learner"]  # unwrapped: keys without module. / _orig_mod.
+                state = dict(model=learner.state_dict(), optimizer=p["optimizer"].state_dict(),
+                             scaler=p["scaler"].state_dict(), step=sched.step,
+                             epoch=sched.step // sched.steps_per_epoch,
+                             steps_per_epoch=sched.steps_per_epoch,
+                             world_size=self.run.world_size, rng=rng, args=p["args"],
+                             version=p["args"].get("version"))
+                self.checkpoints.write(state, sched.step)
+                save_backbone(learner.net, self.checkpoints.out)
+            self.checkpoints.last = (self.checkpoints.path(sched.step), sched.step)
+        self.control.saved()
+
+    def resume(self, path: Path, ckpt: dict, compared: tuple[str, ...]) -> list | None:
+        """Load checkpoint ``ckpt`` (read from ``path``) in place; the per-rank RNG states to
+        restore before training (None if the data order cannot continue exactly)."""
+        p, sched = self.parts, self.parts["sched"]
+        old, now = ckpt.get("args", {}), p["args"]
+        changed = [f"--{k.replace('_', '-')} {old[k]} -> {now[k]}" for k in compared
+                   if k in old and old[k] != now[k]]
+        if changed:
+            warn(f"resuming {path} with different arguments ({'; '.join(changed)}): the run will "
+                 "not continue exactly as the original one")
+        try:
+            p["learner"].load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise fail(f"{path} does not fit this model (pass the pretraining flags again: "
+                       f"{', '.join(changed) or 'see its args'}): {str(err)[:500]}") from None
+        p["optimizer"].load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"] and p["scaler"].is_enabled():
+            p["scaler"].load_state_dict(ckpt["scaler"])
+        sched.step = int(ckpt["step"])
+        self.checkpoints.last = (path, sched.step)
+        if ckpt["steps_per_epoch"] != sched.steps_per_epoch or \
+                ckpt["world_size"] != self.run.world_size:
+            warn("the batch size, data set or number of processes changed since the checkpoint: "
+                 "training continues, but not on the same data order/RNG stream")
+            return None
+        print0(f"resumed from {path} at step {sched.step} (epoch "
+               f"{sched.step // sched.steps_per_epoch})")
+        return ckpt["rng"]
+
+    def restore_rng(self, states: list | None) -> None:
+        if states is not None:
+            restore_rng_state(states[self.run.rank])
 
     def end_epoch(self, epoch: int, device: torch.device) -> None:
         """Report the epoch's replaced images (all ranks) and fp16 skipped steps (a collective)."""

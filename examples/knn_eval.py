@@ -16,17 +16,13 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (DistInfo, Timer, all_gather_varsize, cleanup_distributed,  # noqa: E402
-                    fail, init_distributed, print0, seed_everything)
-from evaluation import EvalSetup, add_eval_args, setup_eval, write_result  # noqa: E402
-from data import shard  # noqa: E402
+from common import (Timer, cleanup_distributed, fail, init_distributed, print0,  # noqa: E402
+                    seed_everything)
+from evaluation import add_eval_args, embed_splits, setup_eval, write_result  # noqa: E402
 
-from byol_pytorch.eval import extract_features, knn_accuracy  # noqa: E402
+from byol_pytorch.eval import knn_accuracy  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -41,23 +37,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def embed_splits(setup: EvalSetup, run: DistInfo, args: argparse.Namespace,
-                 normalize: bool = True) -> list[torch.Tensor]:
-    """[train features, train labels, val features, val labels], gathered from all ranks.
-
-    Features are (N, D) float32 on the device, L2-normalised if ``normalize``.
-    """
-    setup.encoder.to(run.device)
-    out = []
-    for dataset in (setup.train_set, setup.val_set):
-        loader = DataLoader(shard(dataset, run.rank, run.world_size), batch_size=args.batch_size,
-                            num_workers=args.workers, pin_memory=run.device.type == "cuda")
-        feats, labels = extract_features(setup.encoder, loader, run.device,
-                                         normalize=normalize, progress=run.is_main)
-        out += [all_gather_varsize(feats.to(run.device)), all_gather_varsize(labels.to(run.device))]
-    return out
-
-
 def main(args: argparse.Namespace) -> dict:
     if min(args.k) < 1 or args.temperature <= 0:
         raise fail("--k must be >= 1 and --temperature > 0")
@@ -66,7 +45,9 @@ def main(args: argparse.Namespace) -> dict:
         seed_everything(args.seed)
         setup = setup_eval(args)
         timer = Timer()
-        bank, bank_y, query, query_y = embed_splits(setup, run, args)
+        bank, bank_y, query, query_y = embed_splits(
+            setup.encoder.to(run.device), (setup.train_set, setup.val_set), run, args.batch_size,
+            args.workers)
         ks = sorted({min(k, bank.shape[0]) for k in args.k})
         if ks != sorted(set(args.k)):
             warnings.warn(f"only {bank.shape[0]} training images: k clipped to {ks}")

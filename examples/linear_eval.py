@@ -76,25 +76,21 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
-from tqdm import tqdm  # not tqdm.auto: it calls iter() twice (DataLoader workers start twice)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (DistInfo, Timer, cleanup_distributed, env_world_size, fail,  # noqa: E402
                     init_distributed, print0, seed_everything)
-from evaluation import EvalSetup, add_eval_args, setup_eval, write_result  # noqa: E402
-from data import shard, to_device_images, train_eval_transform  # noqa: E402
-from knn_eval import embed_splits  # noqa: E402
+from evaluation import (EvalSetup, add_eval_args, embed_splits, setup_eval,  # noqa: E402
+                        write_result)
+from data import shard, train_eval_transform  # noqa: E402
+from recipes import PAPER_LINEAR_EVAL  # noqa: E402
 
-from byol_pytorch.eval import (PAPER_LINEAR_EVAL, LinearHeads, check_frozen,  # noqa: E402
-                               linear_probe_optimizer, linear_probe_step, linear_probe_sweep,
-                               scale_lr, summarize_sweep, topk_hits)
+from byol_pytorch.eval import check_frozen, fit_linear_probe, linear_probe_accuracy  # noqa: E402
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PROTOCOLS = ("augment", "features")
@@ -186,7 +182,8 @@ def resolve_args(args: argparse.Namespace, preset: str | None = None) -> argpars
     if not all(b > 0 and math.isfinite(b) for b in base):
         raise fail(f"learning rates must be > 0 and finite, got {base}")
     args.base_lrs = [float(b) for b in base]
-    args.peak_lrs = [scale_lr(b, args.probe_batch_size, PAPER_LINEAR_EVAL["lr_reference_batch"])
+    # the linear scaling rule (byol/utils/schedules.py: scaled_lr = base * batch_size / 256)
+    args.peak_lrs = [b * args.probe_batch_size / PAPER_LINEAR_EVAL["lr_reference_batch"]
                      for b in args.base_lrs]
     return args
 
@@ -231,80 +228,39 @@ def protocol_views(protocol: str) -> tuple[Callable | None, Callable | None]:
 
 # ------------------------------------------------------------------------------ protocols
 def linear_on_features(setup: EvalSetup, run: DistInfo, args: argparse.Namespace) -> dict:
-    """Fit every head on gathered, precomputed features; every rank fits the same ones."""
-    train_f, train_y, val_f, val_y = embed_splits(setup, run, args, normalize=False)
-    return linear_probe_sweep(train_f, train_y, val_f, val_y, setup.num_classes,
-                              lrs=args.peak_lrs,
-                              epochs=args.epochs, weight_decay=args.weight_decay,
-                              batch_size=args.probe_batch_size, optimizer="sgd",
-                              device=run.device, progress=run.is_main, seed=args.seed)
-
-
-def train_heads_augmented(setup: EvalSetup, run: DistInfo, args: argparse.Namespace
-                          ) -> LinearHeads:
-    """The paper's protocol: one augmented view per image and step through the frozen backbone
-    (once per batch for all heads), one head per LR in ``args.peak_lrs``, trained under DDP."""
-    encoder = setup.encoder.to(run.device).eval().requires_grad_(False)
-    amp_dtype = AMP_DTYPES[args.amp]
-    with torch.no_grad():
-        dim = encoder(setup.val_set[0][0].unsqueeze(0).to(run.device)).shape[1]
-    heads = LinearHeads(dim, setup.num_classes, len(args.peak_lrs), seed=args.seed)
-    heads.to(run.device)
-    model = DDP(heads, device_ids=[run.device.index] if run.device.type == "cuda" else None) \
-        if run.distributed else heads
-    optimizer = linear_probe_optimizer(heads, args.peak_lrs, optimizer="sgd",
-                                       weight_decay=args.weight_decay)
-    sampler = DistributedSampler(setup.train_set, run.world_size, run.rank, shuffle=True,
-                                 seed=args.seed, drop_last=True)
-    loader = DataLoader(setup.train_set, batch_size=args.probe_batch_size // run.world_size,
-                        sampler=sampler, num_workers=args.workers, drop_last=True,
-                        pin_memory=run.device.type == "cuda", persistent_workers=args.workers > 0)
-    total = args.epochs * len(loader)
-    if total == 0:
-        raise fail(f"{len(setup.train_set)} training images give no batch of "
-                   f"{args.probe_batch_size}; lower --probe-batch-size")
-    heads.train()
-    step = 0
-    for epoch in range(args.epochs):
-        sampler.set_epoch(epoch)
-        for images, labels in tqdm(loader, desc=f"linear {epoch} ({len(heads)} heads)",
-                                   disable=not run.is_main, leave=False):
-            with torch.no_grad(), torch.autocast(run.device.type, dtype=amp_dtype,
-                                                 enabled=amp_dtype is not None):
-                feats = encoder(to_device_images(images, run.device))
-            linear_probe_step(model, optimizer, feats.float(), labels.to(run.device), step, total)
-            step += 1
-    return heads.eval()
-
-
-@torch.no_grad()
-def evaluate(encoder: nn.Module, heads: LinearHeads, setup: EvalSetup, run: DistInfo,
-             args: argparse.Namespace) -> dict:
-    """Top-1/top-5 (%) of every head on the centre-crop validation split, counts summed over
-    ranks; :func:`byol_pytorch.eval.summarize_sweep` of them."""
-    heads.eval()
-    top = 5 if setup.num_classes >= 5 else 1
-    counts = torch.zeros(len(heads), 2, dtype=torch.long, device=run.device)
-    n = torch.zeros((), dtype=torch.long, device=run.device)
-    loader = DataLoader(shard(setup.val_set, run.rank, run.world_size),
-                        batch_size=args.batch_size, num_workers=args.workers)
-    amp_dtype = AMP_DTYPES[args.amp]
-    for images, labels in loader:
-        with torch.autocast(run.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            feats = encoder(to_device_images(images, run.device))
-        counts += topk_hits(heads(feats.float()), labels.to(run.device), top)
-        n += len(labels)
-    if run.distributed:
-        dist.all_reduce(counts)
-        dist.all_reduce(n)
-    acc = (100.0 * counts.double() / n.item()).tolist()
-    return summarize_sweep(args.peak_lrs, [a[0] for a in acc],
-                           [a[1] for a in acc] if top == 5 else None)
+    """Fit every head on precomputed features gathered from all ranks (each rank fits the same
+    heads on the same features), then score them on the validation features."""
+    train_f, train_y, val_f, val_y = embed_splits(
+        setup.encoder.to(run.device), [setup.train_set, setup.val_set], run, args.batch_size,
+        args.workers, normalize=False)
+    probe = fit_linear_probe(train_f, train_y, num_classes=setup.num_classes, lrs=args.peak_lrs,
+                             epochs=args.epochs, batch_size=args.probe_batch_size,
+                             weight_decay=args.weight_decay, device=run.device,
+                             progress=run.is_main, seed=args.seed)
+    return linear_probe_accuracy(probe, val_f, val_y)
 
 
 def linear_with_augmentation(setup: EvalSetup, run: DistInfo, args: argparse.Namespace) -> dict:
-    heads = train_heads_augmented(setup, run, args)
-    return evaluate(setup.encoder, heads, setup, run, args)
+    """The paper's protocol: one augmented view per image and step through the frozen backbone
+    (once per batch for all heads), the heads trained under DDP on each rank's share of every
+    global batch; then every head scored on the rank-sharded centre crops, counts summed."""
+    encoder = setup.encoder.to(run.device).requires_grad_(False)
+    sampler = DistributedSampler(setup.train_set, run.world_size, run.rank, shuffle=True,
+                                 seed=args.seed, drop_last=True)
+    train = DataLoader(setup.train_set, batch_size=args.probe_batch_size // run.world_size,
+                       sampler=sampler, num_workers=args.workers, drop_last=True,
+                       pin_memory=run.device.type == "cuda", persistent_workers=args.workers > 0)
+    if len(train) == 0:
+        raise fail(f"{len(setup.train_set)} training images give no batch of "
+                   f"{args.probe_batch_size}; lower --probe-batch-size")
+    amp_dtype = AMP_DTYPES[args.amp]
+    probe = fit_linear_probe(train, encoder=encoder, num_classes=setup.num_classes,
+                             lrs=args.peak_lrs, epochs=args.epochs,
+                             weight_decay=args.weight_decay, amp_dtype=amp_dtype,
+                             device=run.device, progress=run.is_main, seed=args.seed)
+    val = DataLoader(shard(setup.val_set, run.rank, run.world_size), batch_size=args.batch_size,
+                     num_workers=args.workers)
+    return linear_probe_accuracy(probe, val, encoder=encoder, amp_dtype=amp_dtype)
 
 
 # ------------------------------------------------------------------------------ main

@@ -20,9 +20,12 @@ from torch import nn
 from timm.models.resnet import BasicBlock, ResNet
 from tqdm import tqdm
 
-from byol_pytorch import BYOL, BYOLAugment, cifar_stem_
+from data import load_digits  # examples/data.py: scikit-learn's digits as uint8 images
+from recipes import DIGIT_VIEWS, cifar_stem_  # digit-safe views, the CIFAR stem
+
+from byol_pytorch import BYOL, BYOLAugment
+from byol_pytorch.augment import to_float_images
 from byol_pytorch.eval import knn_accuracy
-from data import DIGIT_VIEWS, load_digits  # examples/data.py: the digits and digit-safe views
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -41,7 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def load_digits_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's 1,797 digits as (N, 3, S, S) float images in [0, 1] and (N,) labels."""
     images, labels = load_digits()  # (N, 3, 8, 8) uint8
-    images = F.interpolate(images.float() / 255, size=image_size, mode="bilinear",
+    images = F.interpolate(to_float_images(images), size=image_size, mode="bilinear",
                            align_corners=False)
     return images.clamp(0, 1), labels
 
@@ -53,7 +56,7 @@ def small_resnet() -> nn.Module:
 
 
 def digit_views(image_size: int) -> tuple[BYOLAugment, BYOLAugment]:
-    """The paper's two views, adapted to digits (data.DIGIT_VIEWS: no flips, milder crops)."""
+    """The paper's two views, adapted to digits (recipes.DIGIT_VIEWS: no flips, milder crops)."""
     common = dict(DIGIT_VIEWS, blur_p=0.0)
     return BYOLAugment(image_size, **common), BYOLAugment(image_size, solarize_p=0.2, **common)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -19,16 +18,19 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MINI_CIFAR = REPO_ROOT.parent / "shared" / "data" / "cifar10_mini_train.npz"
 EXAMPLES = REPO_ROOT / "examples"
+sys.path.insert(0, str(EXAMPLES))
+from common import read_log  # noqa: E402,F401  (examples/common.py: pretrain.py's log.jsonl)
+
 # A few-second pretraining run: 16 px images, small heads, a log record per step.
 TINY = ["--image-size", "16", "--batch-size", "8", "--proj-dim", "16", "--proj-hidden-dim", "32",
         "--log-every", "1", "--no-tensorboard"]
 
 
-def run_script(script: str, *args: str, nproc: int = 1, timeout: int = 300,
+def run_script(script: str | Path, *args: str, nproc: int = 1, timeout: int = 300,
                env: dict[str, str] | None = None, torchrun_args: tuple[str, ...] = (),
                check: bool = True) -> subprocess.CompletedProcess:
-    """Run examples/<script> (under torchrun for nproc > 1, with ``torchrun_args``), with
-    ``env`` added to the environment; with ``check``, fails the test on a non-zero exit."""
+    """Run examples/<script> (or the script at a path; under torchrun for nproc > 1, with
+    ``torchrun_args``), with ``env`` added to the environment; ``check``: exit status 0."""
     cmd = [sys.executable, str(EXAMPLES / script), *map(str, args)]
     if nproc > 1:
         cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
@@ -41,10 +43,6 @@ def run_script(script: str, *args: str, nproc: int = 1, timeout: int = 300,
         assert proc.returncode == 0, (f"{script} failed:\n{proc.stdout[-3000:]}\n"
                                       f"{proc.stderr[-3000:]}")
     return proc
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def assert_same_model(a: Path, b: Path) -> None:
@@ -135,11 +133,28 @@ def images() -> torch.Tensor:
     return torch.rand(4, 3, 16, 16)
 
 
-def small_byol_kwargs(**overrides):
-    """Small heads so that CPU tests stay fast."""
-    kwargs = dict(image_size=16, projection_size=8, projection_hidden_size=16)
-    kwargs.update(overrides)
-    return kwargs
+def make_learner(net: nn.Module | None = None, **overrides):
+    """A BYOL learner with small heads around TinyNet (16 px), so that CPU tests stay fast."""
+    from byol_pytorch import BYOL
+
+    kwargs = {**dict(image_size=16, projection_size=8, projection_hidden_size=16), **overrides}
+    return BYOL(net if net is not None else TinyNet(), **kwargs)
+
+
+def train_steps(learner, images: torch.Tensor, steps: int = 1, lr: float = 0.1,
+                opt: torch.optim.Optimizer | None = None) -> list[float]:
+    """The README's loop (forward, backward, step, EMA) on one batch; returns the losses."""
+    opt = opt or torch.optim.SGD(learner.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = learner(images)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if learner.use_momentum:
+            learner.update_moving_average()
+        losses.append(loss.item())
+    return losses
 
 
 @pytest.fixture(scope="session")

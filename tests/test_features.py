@@ -10,8 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from byol_pytorch import create_backbone
-from byol_pytorch.features import FeatureExtractor, resolve_layer
+from byol_pytorch.features import Encoder, FeatureExtractor, resolve_layer
 
 
 def test_resolve_by_name_index_and_none(tiny_net):
@@ -110,11 +109,19 @@ def test_token_pooling_cls_and_mean():
         FeatureExtractor(vit, "encoder", token_pool="max")
 
 
-def test_probe_marks_classifier_unused(tiny_net):
-    _, used = FeatureExtractor(tiny_net, "pool").probe(torch.rand(2, 3, 8, 8))
-    assert used == {"conv.weight", "conv.bias", "bn.weight", "bn.bias"}
-    _, used_all = FeatureExtractor(tiny_net, None).probe(torch.rand(2, 3, 8, 8))
+def test_used_parameters_leave_out_the_classifier(tiny_net):
+    y, used = FeatureExtractor(tiny_net, "pool").used_parameters(torch.rand(2, 3, 8, 8))
+    assert used == {"conv.weight", "conv.bias", "bn.weight", "bn.bias"} and y.shape == (2, 8)
+    _, used_all = FeatureExtractor(tiny_net, None).used_parameters(torch.rand(2, 3, 8, 8))
     assert {"fc.weight", "fc.bias"} <= used_all
+
+
+def test_encoder_adds_the_projector(tiny_net):
+    encoder = Encoder(tiny_net, "pool", projector=nn.Linear(8, 3)).eval()
+    x = torch.rand(2, 3, 8, 8)
+    z, y = encoder(x)
+    assert torch.equal(y, FeatureExtractor(tiny_net, "pool")(x)) and z.shape == (2, 3)
+    assert torch.allclose(z, encoder.projector(y)) and torch.equal(encoder(x, False), y)
 
 
 BACKBONES = {
@@ -139,16 +146,3 @@ def test_backbone_families(name):
         y = extractor(torch.rand(2, 3, size, size))
     assert y.shape == (2, dim)
     assert torch.isfinite(y).all()
-
-
-@pytest.mark.parametrize("name, fixed_size", [("timm:vit_tiny_patch16_224", True),
-                                              ("vit_b_16", True), ("resnet18", False),
-                                              ("timm:resnet18", False)])
-def test_create_backbone_builds_fixed_size_models_at_image_size(name, fixed_size):
-    net = create_backbone(name, image_size=48).eval()
-    with torch.no_grad():
-        out = net(torch.rand(1, 3, 48, 48))
-    assert torch.isfinite(out).all()
-    if fixed_size:  # built for 48 px: its default 224 px no longer fits
-        with pytest.raises((AssertionError, RuntimeError)):
-            net(torch.rand(1, 3, 224, 224))

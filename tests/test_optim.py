@@ -12,9 +12,6 @@ from torch import nn
 
 from byol_pytorch.optim import LARS, param_groups
 
-PATHS = [pytest.param(False, id="single"), pytest.param(True, id="foreach")]
-
-
 def _run(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[list[torch.Tensor]]):
     for step_grads in grads:
         for p, g in zip(params, step_grads):
@@ -38,13 +35,12 @@ def _reference(p, grads, lr, momentum, wd, eta, eps, nesterov, exclude=False):
     return torch.tensor(p, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("foreach", PATHS)
-def test_two_steps_match_hand_computation(foreach: bool) -> None:
+def test_two_steps_match_hand_computation() -> None:
     # ||p|| = 5, ||g|| = 0.5 -> trust 0.01, g' = (0.003, 0.004) = v_1, p_1 = (2.997, 3.996).
     # ||p_1|| = 4.995 -> trust 0.00999, g' = (0.002997, 0.003996),
     # v_2 = 0.9 v_1 + g' = (0.005697, 0.007596), p_2 = p_1 - v_2.
     p = torch.tensor([3.0, 4.0], dtype=torch.float64, requires_grad=True)
-    opt = LARS([p], lr=1.0, momentum=0.9, eps=0.0, foreach=foreach)
+    opt = LARS([p], lr=1.0, momentum=0.9, eps=0.0)
     g = torch.tensor([0.3, 0.4], dtype=torch.float64)
     _run(opt, [p], [[g]])
     torch.testing.assert_close(p.detach(), torch.tensor([2.997, 3.996], dtype=torch.float64))
@@ -54,8 +50,7 @@ def test_two_steps_match_hand_computation(foreach: bool) -> None:
                                torch.tensor([0.005697, 0.007596], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("foreach", PATHS)
-def test_clip_lr_caps_each_layer_rate_at_lr(foreach: bool) -> None:
+def test_clip_lr_caps_each_layer_rate_at_lr() -> None:
     # ||p|| = 5, ||g|| = 0.5, eta 0.02 -> trust 0.2. lr 0.1: lr * trust = 0.02 < 0.1, so the
     # clipped ratio is min(0.2 / 0.1, 1) = 1: a plain SGD step p - 0.1 g = (2.97, 3.96).
     # lr 1.0: trust 0.2 < 1 is kept, p - 1.0 * 0.2 g = (2.94, 3.92) with or without clipping.
@@ -63,15 +58,13 @@ def test_clip_lr_caps_each_layer_rate_at_lr(foreach: bool) -> None:
     for lr, clip, expected in [(0.1, True, [2.97, 3.96]), (0.1, False, [2.994, 3.992]),
                                (1.0, True, [2.94, 3.92]), (1.0, False, [2.94, 3.92])]:
         p = torch.tensor([3.0, 4.0], dtype=torch.float64, requires_grad=True)
-        opt = LARS([p], lr=lr, momentum=0.9, trust_coefficient=0.02, eps=0.0, clip_lr=clip,
-                   foreach=foreach)
+        opt = LARS([p], lr=lr, momentum=0.9, trust_coefficient=0.02, eps=0.0, clip_lr=clip)
         _run(opt, [p], [[g]])
         torch.testing.assert_close(p.detach(), torch.tensor(expected, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("foreach", PATHS)
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_decayed_and_excluded_groups_match_reference(foreach: bool, nesterov: bool) -> None:
+def test_decayed_and_excluded_groups_match_reference(nesterov: bool) -> None:
     w = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, dtype=torch.float64, requires_grad=True)
     w0, b0 = w.detach().clone(), b.detach().clone()
@@ -80,7 +73,7 @@ def test_decayed_and_excluded_groups_match_reference(foreach: bool, nesterov: bo
     hp = dict(lr=0.5, momentum=0.9, eps=1e-8, nesterov=nesterov)
     groups = [dict(params=[w], weight_decay=0.1),
               dict(params=[b], weight_decay=0.1, lars_exclude=True)]  # decay must be ignored
-    opt = LARS(groups, trust_coefficient=0.02, foreach=foreach, **hp)
+    opt = LARS(groups, trust_coefficient=0.02, **hp)
     _run(opt, [w, b], grads)
     ref_kw = dict(lr=0.5, momentum=0.9, wd=0.1, eta=0.02, eps=1e-8, nesterov=nesterov)
     expected_w = _reference(w0.flatten(), [g[0].flatten() for g in grads], **ref_kw)
@@ -95,11 +88,10 @@ def test_decayed_and_excluded_groups_match_reference(foreach: bool, nesterov: bo
     torch.testing.assert_close(b.detach(), b_sgd.detach(), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("foreach", PATHS)
-def test_zero_norms_give_trust_one(foreach: bool) -> None:
+def test_zero_norms_give_trust_one() -> None:
     zero_p = torch.zeros(4, requires_grad=True)  # ||p|| = 0 -> plain SGD step
     zero_g = torch.ones(4, requires_grad=True)  # ||g|| = 0 -> no change
-    opt = LARS([zero_p, zero_g], lr=0.1, momentum=0.0, foreach=foreach)
+    opt = LARS([zero_p, zero_g], lr=0.1, momentum=0.0)
     g = torch.tensor([1.0, -2.0, 3.0, 0.5])
     _run(opt, [zero_p, zero_g], [[g, torch.zeros(4)]])
     torch.testing.assert_close(zero_p.detach(), -0.1 * g)
@@ -107,29 +99,12 @@ def test_zero_norms_give_trust_one(foreach: bool) -> None:
     assert not torch.isnan(zero_p).any()
 
 
-def test_foreach_and_single_paths_agree() -> None:
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
-    twin = copy.deepcopy(model)
-    opts = [LARS(param_groups(m, 1e-4), lr=0.3, nesterov=True, foreach=f)
-            for m, f in ((model, False), (twin, True))]
-    for _ in range(3):
-        x = torch.randn(8, 6)
-        for m, opt in zip((model, twin), opts):
-            opt.zero_grad()
-            m(x).square().mean().backward()
-            opt.step()
-    for a, b in zip(model.parameters(), twin.parameters()):
-        torch.testing.assert_close(a, b)
-
-
-@pytest.mark.parametrize("foreach", PATHS)
-def test_bf16_parameters(foreach: bool) -> None:
+def test_bf16_parameters() -> None:
     p32 = torch.randn(64, 32, requires_grad=True)
     p16 = p32.detach().to(torch.bfloat16).requires_grad_(True)
     g = torch.randn(64, 32)
     for p, opt in ((p32, LARS([p32], lr=1.0, weight_decay=1e-3)),
-                   (p16, LARS([p16], lr=1.0, weight_decay=1e-3, foreach=foreach))):
+                   (p16, LARS([p16], lr=1.0, weight_decay=1e-3))):
         _run(opt, [p], [[g.to(p.dtype)]] * 2)
     assert p16.dtype == torch.bfloat16
     assert opt.state[p16]["momentum_buffer"].dtype == torch.bfloat16

@@ -26,7 +26,7 @@ def test_cosine_tau_table(step: int, total: int, expected: float) -> None:
 
 @pytest.mark.parametrize("step,expected", [(0, 0.9), (50, 0.945), (100, 0.99), (500, 0.99)])
 def test_cosine_tau_custom_endpoints(step: int, expected: float) -> None:
-    assert cosine_tau(step, 100, base_tau=0.9, final_tau=0.99) == pytest.approx(expected)
+    assert cosine_tau(step, 100, tau=0.9, final_tau=0.99) == pytest.approx(expected)
 
 
 # total 100, warm-up 10, base 1: warm-up is base * (step + 1) / 10, then a cosine over 90 steps.
@@ -94,8 +94,8 @@ def test_schedules_return_python_floats() -> None:
         (lambda: cosine_tau(0, 0), "total_steps must be positive"),
         (lambda: cosine_tau(0, -5), "total_steps must be positive"),
         (lambda: cosine_tau(-1, 10), "step must be non-negative"),
-        (lambda: cosine_tau(0, 10, base_tau=1.5), "must lie in"),
-        (lambda: cosine_tau(0, 10, base_tau=-0.1), "must lie in"),
+        (lambda: cosine_tau(0, 10, tau=1.5), "must lie in"),
+        (lambda: cosine_tau(0, 10, tau=-0.1), "must lie in"),
         (lambda: cosine_tau(0, 10, final_tau=1.01), "must lie in"),
         (lambda: warmup_cosine(0, 0, 1.0), "total_steps must be positive"),
         (lambda: warmup_cosine(-1, 10, 1.0), "step must be non-negative"),

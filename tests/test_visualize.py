@@ -1,20 +1,17 @@
-"""examples/visualize.py: each plot writes a non-empty PNG from small synthetic inputs."""
+"""examples/visualize.py: the three PNGs from pretrain.py's log.jsonl and an image source."""
 
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("matplotlib")
+Axes = pytest.importorskip("matplotlib.axes").Axes
+from PIL import Image  # noqa: E402
 
 from conftest import MINI_CIFAR, load_script  # noqa: E402
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -22,120 +19,72 @@ def vis():
     return load_script("examples/visualize.py", "byol_visualize_example")
 
 
-def _is_png(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG_MAGIC
+def write_log(folder, knn: bool = True, steps: int = 40):
+    """pretrain.py's log.jsonl (+ args.json): knn_init, step records, epoch records per 10."""
+    (folder / "args.json").write_text(json.dumps({"proj_dim": 64}))
+    recs = [dict(event="knn_init", step=0, knn_top1=31.5, knn_k=20)] if knn else []
+    for s in range(1, steps + 1):
+        recs.append(dict(event="step", step=s, epoch=s // 10, loss=4 / s,
+                         lr=0.1 * s / steps, tau=0.99 + s / 4000, projection_std=0.06 - s / 1e3))
+        if s % 10 == 0:
+            recs.append(dict(recs[-1], event="epoch", knn_top1=s if knn and s > 10 else None))
+    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return folder / "log.jsonl"
 
 
-@pytest.fixture
-def step_log(tmp_path: Path) -> Path:
-    """pretrain.py's per-step JSONL format, with a truncated last line as after a kill."""
-    path = tmp_path / "run" / "log_steps.jsonl"
-    path.parent.mkdir()
-    with path.open("w") as f:
-        for step in range(1, 41):
-            f.write(json.dumps(dict(step=step, epoch=step // 10, loss=4 * math.exp(-step / 10),
-                                    lr=0.1 * step / 40, tau=0.99 + 0.01 * step / 40,
-                                    projection_std=0.06 - 0.001 * step)) + "\n")
-        f.write('{"step": 41, "loss": 0.')
-    return path
+def png(path) -> tuple[str, tuple[int, int]]:
+    with Image.open(path) as im:
+        im.verify()  # raises on a broken file
+        return im.format, im.size
 
 
-@pytest.fixture
-def epoch_csv(tmp_path: Path) -> Path:
-    path = tmp_path / "log_epochs.csv"
-    rows = ["epoch,step,loss,knn_top1", "0,10,3.0,", "1,20,2.0,25.5", "2,30,1.5,31.0",
-            "3,40,1.2,35.25"]
-    path.write_text("\n".join(rows) + "\n")
-    return path
+def test_cli_writes_the_pngs_with_their_reference_lines(vis, tmp_path, npz_file, monkeypatch):
+    lines, axhline = [], Axes.axhline  # every horizontal line drawn
+    monkeypatch.setattr(Axes, "axhline", lambda ax, y=0, *a, **kw: (
+        lines.append((y, kw.get("ls"), kw.get("label"))), axhline(ax, y, *a, **kw))[1])
+    written = vis.main(["--log", str(write_log(tmp_path)), "--images", str(npz_file),
+                        "--num-images", "3", "--preset", "small", "--out-dir", str(tmp_path)])
+    assert [(p.name, *png(p)) for p in written] == [
+        ("training_curves.png", "PNG", (900, 600)), ("knn_accuracy.png", "PNG", (600, 400)),
+        ("augmentations.png", "PNG", (390, 370))]
+    assert (31.5, "--", "initialisation (kNN@20)") in lines  # from the knn_init record
+    assert (0.1 / 8, "--", "collapse threshold 0.0125") in lines  # proj_dim 64 from args.json
+    assert png(vis.plot_knn([dict(epoch=1, knn_top1=40.0)], tmp_path / "k.png"))[0] == "PNG"
+    assert len(lines) == 3  # no knn_init record given: no new line
 
 
-def test_read_log_jsonl_and_csv(vis, step_log, epoch_csv):
-    steps = vis.read_log(step_log)
-    assert len(steps) == 40 and steps[0]["step"] == 1  # truncated line skipped
-    epochs = vis.read_log(epoch_csv)
-    assert epochs[0]["knn_top1"] is None and epochs[3]["knn_top1"] == 35.25
-    with pytest.raises(FileNotFoundError):
-        vis.read_log(step_log.parent / "absent.jsonl")
-
-
-def test_training_curves_png(vis, step_log, tmp_path):
-    out = vis.plot_training_curves(step_log, tmp_path / "plots" / "curves.png",
-                                   projection_size=256)
-    assert _is_png(out)
-
-
-def test_training_curves_tolerate_missing_series(vis, tmp_path):
-    records = [dict(step=i, loss=1.0 / i) for i in range(1, 6)]  # no lr/tau/std
-    assert _is_png(vis.plot_training_curves(records, tmp_path / "c.png"))
-    with pytest.raises(ValueError):
-        vis.plot_training_curves([], tmp_path / "empty.png")
-
-
-def test_knn_png(vis, epoch_csv, tmp_path):
-    out = vis.plot_knn(epoch_csv, tmp_path / "knn.png", baseline={"random init": 30.0})
-    assert _is_png(out)
-    with pytest.raises(ValueError, match="knn"):
-        vis.plot_knn([dict(epoch=0, loss=1.0)], tmp_path / "none.png")
-
-
-def test_views_are_images_in_unit_range(vis):
-    imgs = torch.rand(3, 3, 16, 16)
-    v1, v2 = vis.make_views(imgs, preset="small", seed=0)
-    assert v1.shape == v2.shape == (3, 3, 16, 16)
-    assert v1.min() >= 0 and v1.max() <= 1
-    w1, _ = vis.make_views(imgs, preset="small", seed=0)
-    assert torch.equal(v1, w1)  # seeded
-
-
-def test_augmentation_grid_png(vis, tmp_path):
-    out = vis.plot_augmentations(torch.rand(4, 3, 16, 16), tmp_path / "aug.png", preset="small")
-    assert _is_png(out)
-    with pytest.raises(ValueError):
-        vis.plot_augmentations(torch.rand(4, 1, 16, 16), tmp_path / "bad.png")
-
-
-def test_load_images_npz_folder_digits(vis, tmp_path):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "x.npz", train_images=rng.integers(0, 256, (10, 3, 12, 12), dtype=np.uint8))
-    x = vis.load_images(tmp_path / "x.npz", 4)
-    assert x.shape == (4, 3, 12, 12) and x.dtype == torch.float32 and 0 <= x.min() <= x.max() <= 1
-    folder = tmp_path / "imgs" / "cls"
-    folder.mkdir(parents=True)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    y = vis.load_images(tmp_path / "imgs", 2, size=16)
-    assert y.shape == (2, 3, 16, 16)
-    pytest.importorskip("sklearn")
-    assert vis.load_images("digits", 2, size=16).shape == (2, 3, 16, 16)
+def test_missing_series_and_clear_errors(vis, tmp_path, capsys):
+    out = vis.plot_training_curves([dict(step=i, loss=i) for i in range(9)], tmp_path / "c.png")
+    assert png(out) == ("PNG", (900, 600))  # no lr, tau, std: panels with a note
+    written = vis.main(["--log", str(write_log(tmp_path, knn=False)), "--out-dir", str(tmp_path)])
+    assert [p.name for p in written] == ["training_curves.png"]  # kNN never evaluated
+    with pytest.raises(ValueError, match="--knn-every"):
+        vis.plot_knn([dict(epoch=0, knn_top1=None)], tmp_path / "k.png")
+    with pytest.raises(SystemExit):  # a log with only the knn_init record
+        vis.main(["--log", str(write_log(tmp_path, steps=0)), "--out-dir", str(tmp_path)])
+    assert "no 'step' records" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         vis.load_images(tmp_path / "nothing", 2)
 
 
-def test_init_knn_baseline_is_read_beside_the_epoch_log(vis, epoch_csv):
-    assert vis.init_knn_baseline(epoch_csv) is None  # pretrain.py without --knn-every
-    (epoch_csv.parent / "knn_init.json").write_text(json.dumps({"knn_top1": 31.5, "knn_k": 20}))
-    assert vis.init_knn_baseline(epoch_csv) == {"initialisation (kNN@20)": 31.5}
-
-
-def test_cli_writes_all_three(vis, step_log, epoch_csv, tmp_path):
-    rng = np.random.default_rng(1)
-    np.savez(tmp_path / "x.npz", train_images=rng.integers(0, 256, (6, 3, 16, 16), dtype=np.uint8))
-    (step_log.parent / "args.json").write_text(json.dumps({"proj_dim": 64}))
-    assert vis.projection_size_from_args(step_log) == 64
-    written = vis.main(["--step-log", str(step_log), "--epoch-log", str(epoch_csv),
-                        "--images", str(tmp_path / "x.npz"), "--num-images", "3",
-                        "--preset", "small", "--out-dir", str(tmp_path / "out")])
-    assert [p.name for p in written] == ["training_curves.png", "knn_accuracy.png",
-                                         "augmentations.png"]
-    assert all(_is_png(p) for p in written)
-    with pytest.raises(SystemExit):
-        vis.main(["--out-dir", str(tmp_path)])
+def test_load_images_and_seeded_views(vis, tmp_path, npz_file):
+    source = torch.from_numpy(np.load(npz_file)["train_images"]).float() / 255
+    x = vis.load_images(npz_file, 4, seed=1)
+    assert x.shape == (4, 3, 16, 16) and all(any(torch.equal(a, s) for s in source) for a in x)
+    stripe = np.pad(np.full((20, 6, 3), 255, np.uint8), ((0, 0), (12, 12), (0, 0)))  # centred
+    Image.fromarray(stripe).save(tmp_path / "a.png")
+    y = vis.load_images(tmp_path, 1, size=16)  # 20x30: short side to 16, then the centre 16
+    assert torch.allclose(y, y.flip(-1)) and y[..., 0].max() == 0 and y.max() > 0.99
+    v1, v2 = vis.make_views(x, 8, preset="small", seed=0)
+    assert v1.shape == v2.shape == (4, 3, 8, 8) and 0 <= v1.min() and v1.max() <= 1
+    assert torch.equal(v1, vis.make_views(x, 8, preset="small", seed=0)[0])
+    assert not torch.equal(v1, v2) and not torch.equal(v1, vis.make_views(x, 8, "small", 1)[0])
+    off = dict(crop_scale=(1, 1), crop_ratio=(1, 1), flip_p=0, jitter_p=0, grayscale_p=0)
+    assert torch.allclose(vis.make_views(x, preset="small", **off)[0], x, atol=1e-6)  # [0, 1]
 
 
 @pytest.mark.skipif(not MINI_CIFAR.exists(), reason="shared mini CIFAR-10 npz not present")
 def test_real_cifar_grid(vis, tmp_path):
     imgs = vis.load_images(MINI_CIFAR, 3)
-    assert imgs.shape == (3, 3, 32, 32)
-    assert _is_png(vis.plot_augmentations(imgs, tmp_path / "cifar.png", preset="small"))
+    assert imgs.shape == (3, 3, 32, 32) and imgs.std() > 0.05
+    assert png(vis.plot_augmentations(imgs, tmp_path / "c.png", preset="small"))[1] == (390, 370)
