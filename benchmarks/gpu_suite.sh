@@ -10,7 +10,7 @@
 #   bash benchmarks/gpu_suite.sh --fetch-wheels         # here, with network: fill benchmarks/wheels
 #
 # A GPU machine may have torch, torchvision and timm but no network: whatever else is missing
-# (kornia for the augmentation comparison; byol-pytorch 0.9.1 and its dependencies for the peer)
+# (kornia, which byol-torch needs; byol-pytorch 0.9.1 and its dependencies for the peer)
 # is installed from the wheels in benchmarks/wheels/ (BYOL_WHEELS), never from the network.
 # The peer gets its own virtualenv (system packages visible, its own byol_pytorch); set
 # BYOL_PEER_PYTHON to use an existing one. This repository is used in place (PYTHONPATH).
@@ -72,7 +72,9 @@ if ! "$PYTHON" -c "import kornia" 2>/dev/null; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$TMP/site" "${whl[@]}"
     export PYTHONPATH="$PYTHONPATH:$TMP/site"
   else
-    echo "note: kornia is not installed and $WHEELS has no kornia wheel: augment skipped" >&2
+    echo "gpu_suite.sh: byol-torch needs kornia, which $PYTHON lacks, and $WHEELS has no kornia" \
+      "wheel; run bash benchmarks/gpu_suite.sh --fetch-wheels where there is network" >&2
+    exit 2
   fi
 fi
 
@@ -147,12 +149,8 @@ run step "$PYTHON" benchmarks/step.py --config "$STEP_CONFIG" --peer-python "$PE
   --steps-per-round "$STEPS" --warmup "$WARMUP"
 run overhead "$PYTHON" benchmarks/overhead.py --device "$DEVICE" --arch "$ARCH" \
   --image-size "$SIZE" --batch "$BATCH" --dtype "$DTYPE" --channels-last --rounds "$ROUNDS"
-if "$PYTHON" -c "import kornia" 2>/dev/null; then
-  run augment "$PYTHON" benchmarks/augment.py --device "$DEVICE" --sizes "$SIZE" \
-    --batch "$AUG_BATCH" --iters "$AUG_ITERS"
-else
-  echo "skipped: kornia is not installed and $WHEELS has no kornia wheel" >"$OUT/augment.txt"
-fi
+run augment "$PYTHON" benchmarks/augment.py --device "$DEVICE" --sizes "$SIZE" \
+  --batch "$AUG_BATCH" --iters "$AUG_ITERS"
 run memory "$PYTHON" benchmarks/memory.py --device "$DEVICE" --peer-python "$PEER" \
   --arch "$ARCH" --image-size "$SIZE" --batch "$BATCH" --dtype "$DTYPE" --channels-last on \
   --impls ours,peer --warmup "$WARMUP"
@@ -164,6 +162,6 @@ run pretrain "$PYTHON" examples/pretrain.py "${DATA[@]}" --backbone resnet18 --c
   --epochs "$EPOCHS" --max-steps "$MAX_STEPS" --batch-size "$PT_BATCH" \
   --amp bf16 --channels-last --compile --device "$DEVICE" --knn-every "$EPOCHS" \
   --output-dir "$TMP/pretrain"
-cp "$TMP/pretrain/log_epochs.csv" "$OUT/pretrain_log_epochs.csv"
+cp "$TMP/pretrain/log.jsonl" "$OUT/pretrain_log.jsonl"
 echo "gpu_suite.sh: done in $((SECONDS - START)) s; results in $OUT" >&2
 echo "total $((SECONDS - START)) s" >>"$OUT/environment.txt"

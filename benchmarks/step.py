@@ -73,8 +73,9 @@ def worker_main(args: argparse.Namespace) -> None:
     if args.worker == "ours":
         sys.path.insert(0, root)
     else:
-        sys.path[:] = [p for p in sys.path
-                       if not os.path.realpath(p or os.getcwd()).startswith(root)]
+        # this checkout off the path (a virtualenv inside it may stay: the peer's torch lives there)
+        sys.path[:] = [p for p in sys.path if "site-packages" in p
+                       or not os.path.realpath(p or os.getcwd()).startswith(root)]
 
     import contextlib
     import importlib.metadata

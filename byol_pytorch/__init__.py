@@ -1,10 +1,5 @@
-"""byol-torch: Bootstrap Your Own Latent (Grill et al., 2020) for any PyTorch backbone.
-
-A drop-in for byol-pytorch 0.9.1 (same import name); its names live in ``byol_pytorch.byol_pytorch``.
-"""
-
-import warnings
-from importlib import metadata
+"""byol-torch: Bootstrap Your Own Latent (Grill et al., 2020) for any PyTorch backbone; a
+drop-in for byol-pytorch 0.9.1, whose names live in ``byol_pytorch.byol_pytorch``."""
 
 import torch
 
@@ -35,15 +30,6 @@ from byol_pytorch.optim import LARS, param_groups  # noqa: E402
 from byol_pytorch.schedules import cosine_tau, warmup_cosine  # noqa: E402
 from byol_pytorch.trainer import BYOLTrainer, MockDataset  # noqa: E402
 from byol_pytorch.version import __version__  # noqa: E402
-
-try:  # byol-pytorch (0.9.1 and earlier) writes the same byol_pytorch/ folder: either may win
-    _other = metadata.version("byol-pytorch")
-    warnings.warn(f"both byol-torch and byol-pytorch {_other} are installed and both provide the "
-                  "module byol_pytorch, so the files of one may shadow the other's; keep one: "
-                  "pip uninstall -y byol-pytorch byol-torch && pip install byol-torch",
-                  stacklevel=2)
-except metadata.PackageNotFoundError:
-    pass
 
 __all__ = [
     "BYOL", "BYOLAugment", "BYOLTrainer", "EMA", "FeatureExtractor", "LARS", "MLP", "MockDataset",

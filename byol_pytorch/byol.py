@@ -29,31 +29,18 @@ GRAY_MEAN, GRAY_STD = (0.449,), (0.226,)  # ImageNet's mean and std averaged ove
 class BYOL(nn.Module):
     """Bootstrap Your Own Latent (Grill et al., 2020) around any image backbone.
 
-    ``loss = learner(images)`` augments each image twice on the images' device (parameters drawn
-    per image), runs the online network (encoder -> projector -> predictor) and the target (an EMA
-    copy of encoder -> projector) on both views and returns ``L(q1, z2) + L(q2, z1)``, ``L = 2 - 2
-    cos``. Call ``update_moving_average()`` after each optimizer step; the backbone trains in
-    place. Every part is made on the backbone's device, in its dtype. Parts: ``online_encoder``
-    (:class:`~byol_pytorch.features.Encoder`), ``online_predictor``, ``target_encoder`` (None
-    with ``use_momentum=False``), ``augment1``/``augment2``; :mod:`byol_pytorch.byol_pytorch`
-    adds byol-pytorch 0.9.1's other names. The README's table explains every argument; in short:
-
-    Args:
-        net, image_size: the backbone; the side (or (H, W)) of views, dry run and embeddings.
-        hidden_layer: module name, child index (-2: before the classifier), None/-1: the output.
-        augment_fn, augment_fn2: (B, C, H, W) -> (B, C, H', W') views; default: the paper's.
-        moving_average_decay: tau, the target's EMA rate (the base rate with ``total_steps``).
-        use_momentum: False is SimSiam (the target is the online network, stop-gradient).
-        sync_batchnorm: SyncBatchNorm in the heads; None or False: BatchNorm1d.
-        use_simplicial_embeddings, sem_*: 0.9.1's simplicial embedding before the projector.
-        total_steps, final_tau: tau follows the paper's cosine to ``final_tau`` over this many
-            updates (None: constant).
-        token_pool: ViT tokens (B, N, D) -> "cls", "mean" or "flatten" (0.9.1's).
-        view_batching: "separate" (BatchNorm statistics per view, the paper) or "joint" (over
-            both views in one batch of 2B, as 0.9.1).
-        augment_preset: default views, "imagenet" (official code) or "small" (32-96 px images).
-        head_output_bias: bias in the heads' last Linear (True: 0.9.1's; False: official).
-        in_channels: image channels (default: the first Conv2d's); not 3: no RGB-only views.
+    ``loss = learner(images)`` augments each image twice on its device (parameters per image), runs
+    the online network (encoder -> projector -> predictor) and the target (an EMA copy of encoder
+    -> projector) on both views: ``L(q1, z2) + L(q2, z1)``, ``L = 2 - 2 cos``. Call
+    ``update_moving_average()`` after each optimizer step; the backbone trains in place. Parts
+    (made on the backbone's device and dtype): ``online_encoder`` (an Encoder), ``online_predictor``,
+    ``target_encoder`` (None with ``use_momentum=False``: SimSiam), ``augment1``/``augment2``.
+    The README's table explains each argument; byol-pytorch 0.9.1's (``moving_average_decay``:
+    tau, ``sync_batchnorm``, ``use_simplicial_embeddings``, ``sem_*``) keep their positions, and
+    :mod:`byol_pytorch.byol_pytorch` adds 0.9.1's other names. ``total_steps``: tau follows the
+    paper's cosine to ``final_tau``; ``view_batching``: "separate" (BatchNorm statistics per
+    view, the paper) or "joint" (one batch of 2B, as 0.9.1); ``in_channels``: default the first
+    Conv2d's (not 3: no RGB-only views).
     """
 
     def __init__(
@@ -84,13 +71,12 @@ class BYOL(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be an nn.Module, got {type(net).__name__}")
-        if not 0.0 <= moving_average_decay <= 1.0:
-            raise ValueError(f"moving_average_decay must lie in [0, 1], got {moving_average_decay}")
-        if total_steps is not None and total_steps <= 0:
-            raise ValueError(f"total_steps must be a positive int or None, got {total_steps}")
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if len(size) != 2 or min(size) <= 0:
             raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+        if not 0.0 <= moving_average_decay <= 1.0 or (total_steps is not None and total_steps <= 0):
+            raise ValueError("moving_average_decay must lie in [0, 1] and total_steps be a positive"
+                             f" int or None, got {moving_average_decay}, {total_steps}")
         if view_batching not in VIEW_BATCHING:
             raise ValueError(f"view_batching must be one of {VIEW_BATCHING}, got {view_batching!r}")
         self.image_size, self.view_batching, self.use_momentum = size, view_batching, use_momentum
@@ -100,8 +86,7 @@ class BYOL(nn.Module):
             (m.in_channels for m in net.modules() if isinstance(m, nn.Conv2d)), 3)
         self._step = 0  # host copy of the ema_step buffer: tau without a device sync
         self._target_needs_copy = True  # the target copies the online network at the 1st step
-        self._range_checks_left = RANGE_CHECKS
-        self._warned: set[str] = set()
+        self._range_checks_left, self._warned = RANGE_CHECKS, set()
         # () tensor set by each loss forward: spread of the online projections (monitor.py)
         self.last_projection_std: Tensor | None = None
 
@@ -114,25 +99,25 @@ class BYOL(nn.Module):
         self.expects_unit_range = isinstance(self.augment1, BYOLAugment)
 
         self.online_encoder = Encoder(net, hidden_layer, token_pool)
-        y, used = self._dry_run()
+        y, used = self.online_encoder.dry_run((2, self.in_channels, *size))
         device, dtype = y.device, y.dtype
+        if y.shape[1] > 65536:
+            warnings.warn(f"the hidden layer {hidden_layer!r} gives a {y.shape[1]}-dim "
+                          "representation (a flattened feature map); hook a pooling layer instead "
+                          "(e.g. 'avgpool' or 'head.global_pool')", stacklevel=2)
 
         head = partial(projection_head, hidden_dim=projection_hidden_size, out_dim=projection_size,
                        simsiam=not use_momentum, sync_batchnorm=sync_batchnorm,
                        output_bias=head_output_bias)
-        if use_simplicial_embeddings:
-            from byol_pytorch.byol_pytorch import simplicial_projector
-            projector = simplicial_projector(y.shape[1], head, sem_num_simplices, sem_simplex_dim,
-                                             sem_temperature, sync_batchnorm)
-        else:
-            projector = head(y.shape[1])
-        self.online_encoder.projector = projector.to(device, dtype)
+        from byol_pytorch.byol_pytorch import adopt_0_9_1_state_dict, simplicial_projector
+        self.online_encoder.projector = (simplicial_projector(
+            y.shape[1], head, sem_num_simplices, sem_simplex_dim, sem_temperature, sync_batchnorm)
+            if use_simplicial_embeddings else head(y.shape[1])).to(device, dtype)
         self.online_predictor = MLP(projection_size, projection_hidden_size, projection_size,
                                     sync_batchnorm, head_output_bias).to(device, dtype)
         self.target_encoder = make_target(self.online_encoder) if use_momentum else None
-        for augment in (self.augment1, self.augment2):
-            if isinstance(augment, nn.Module):
-                augment.to(device)  # normalisation constants
+        for augment in (a for a in (self.augment1, self.augment2) if isinstance(a, nn.Module)):
+            augment.to(device)  # normalisation constants
         # tensors, so that state_dict() holds tensors only and resumes the tau schedule
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("target_synced", torch.zeros((), dtype=torch.bool, device=device))
@@ -140,39 +125,7 @@ class BYOL(nn.Module):
         # (find_unused_parameters=False) must not wait for them.
         self._ddp_params_and_buffers_to_ignore = [
             f"online_encoder.net.{n}" for n, _ in net.named_parameters() if n not in used]
-        from byol_pytorch.byol_pytorch import adopt_0_9_1_state_dict
-        self.register_load_state_dict_pre_hook(adopt_0_9_1_state_dict)
-
-    def _dry_run(self) -> tuple[Tensor, set[str]]:
-        """(2, D) representation of random images and the backbone parameters it uses; eval mode
-        under no_grad (BatchNorm statistics untouched), every module's mode restored after."""
-        net = self.online_encoder.net
-        tensors = [*net.parameters(), *net.buffers()]
-        device = tensors[0].device if tensors else torch.device("cpu")
-        dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
-        shape = (2, self.in_channels, *self.image_size)
-        modes = {m: m.training for m in net.modules()}
-        try:
-            net.eval()
-            with torch.no_grad():
-                y, used = self.online_encoder.used_parameters(torch.rand(shape, device=device,
-                                                                         dtype=dtype))
-        except Exception as err:  # noqa: BLE001 - any failure gets the same explanation
-            raise RuntimeError(
-                f"the dry run of the backbone on a {shape} {dtype} input failed with "
-                f"{type(err).__name__}: {err}\nCheck that image_size={self.image_size} suits the "
-                f"backbone (a timm ViT needs timm.create_model(name, img_size={self.image_size[0]})"
-                f"), that in_channels={self.in_channels} matches its first layer, and that "
-                f"hidden_layer={self.online_encoder.hidden_layer!r} outputs a tensor.") from err
-        finally:
-            for module, mode in modes.items():
-                module.train(mode)
-        if y.shape[1] > 65536:
-            warnings.warn(f"the hidden layer {self.online_encoder.hidden_layer!r} gives a "
-                          f"{y.shape[1]}-dim representation (a flattened feature map); hook a "
-                          "pooling layer instead (e.g. 'avgpool' or 'head.global_pool')",
-                          stacklevel=3)
-        return y, used
+        self.register_load_state_dict_pre_hook(adopt_0_9_1_state_dict)  # 0.9.1's state dicts
 
     @property
     def net(self) -> nn.Module:
@@ -191,14 +144,12 @@ class BYOL(nn.Module):
             return self.moving_average_decay
         return cosine_tau(self._step, self.total_steps, self.moving_average_decay, self.final_tau)
 
+    # Not traced (a graph break on purpose): tau is a float from the host-side step counter,
+    # which a compiled copy would be specialised on and recompiled for at every step.
     @torch.compiler.disable
     @torch.no_grad()
     def update_moving_average(self) -> None:
-        """``target = tau * target + (1 - tau) * online``, then advance the tau schedule.
-
-        Not traced by ``torch.compile`` (a graph break on purpose): tau is a Python float from the
-        host-side step counter, which a compiled copy would be specialised on and recompile for.
-        """
+        """``target = tau * target + (1 - tau) * online``, then advance the tau schedule."""
         if self.target_encoder is None:
             raise RuntimeError("update_moving_average() needs use_momentum=True; with "
                                "use_momentum=False the target is the online network itself")
@@ -206,15 +157,6 @@ class BYOL(nn.Module):
         ema_update_(self.target_encoder, self.online_encoder, self.tau)
         self._step += 1
         self.ema_step.fill_(self._step)
-
-    @torch.no_grad()
-    def reset_moving_average(self) -> None:
-        """Make the target a fresh copy of the online network and restart the tau schedule."""
-        self._step = 0
-        self.ema_step.zero_()
-        if self.target_encoder is not None:
-            self._target_needs_copy = True
-            self._sync_target_once()
 
     # Not traced: a compiled forward would guard on the flag and compile again once it flips.
     @torch.compiler.disable
@@ -228,18 +170,12 @@ class BYOL(nn.Module):
 
     def forward(self, x: Tensor, return_embedding: bool = False, return_projection: bool = True,
                 *, x2: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """BYOL loss of a batch, or its online embedding.
+        """x: (B, C, H, W) float images in [0, 1] -> () float32 loss in [0, 8].
 
-        Args:
-            x: (B, C, H, W) float images in [0, 1] (augmented here), or view 1 if ``x2`` is given.
-            return_embedding: the online network's output for ``x`` without augmentation, resized
-                to ``image_size`` and normalised as the views (with our augmentations). Take it in
-                eval mode under no_grad (train mode warns once: BatchNorm mixes the batch).
-            return_projection: with ``return_embedding``, ((B, P), (B, D)) instead of (B, D).
-            x2: (B, C, H', W') view 2 made by the caller; x and x2 are then used as given.
-
-        Returns:
-            () float32 loss in [0, 8], or the embedding as described above.
+        ``x2``: view 2 made by the caller (``x`` is then view 1; both used as given).
+        ``return_embedding``: the online network's (projection (B, P), representation (B, D)) of
+        ``x`` resized to ``image_size`` and normalised as the views, no augmentation (take it in
+        eval mode under no_grad); ``return_projection=False``: the representation alone.
         """
         if isinstance(return_embedding, Tensor):
             raise TypeError("the second positional argument of learner(...) is return_embedding "
@@ -325,23 +261,24 @@ class BYOL(nn.Module):
 
     def _prepare(self, x: Tensor, name: str, check_range: bool) -> Tensor:
         """Check a batch of images and convert it to the learner's dtype."""
+        weight = self.online_predictor[0].weight
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4:
             raise ValueError(f"{name} must be a (B, C, H, W) batch, got shape {tuple(x.shape)}"
-                             + ("; add a batch dimension with x.unsqueeze(0)" if x.dim() == 3 else ""))
+                             + ("; add a batch dimension with x.unsqueeze(0)" * (x.dim() == 3)))
         if not x.is_floating_point():
             raise TypeError(f"{name} must be a float tensor in [0, 1], got {x.dtype}; convert "
                             "uint8 images with x.float() / 255")
         if x.shape[1] != self.in_channels:
-            hint = ("; for grayscale images and an RGB backbone use x.expand(-1, 3, -1, -1), or "
-                    "build the backbone for 1 channel (e.g. timm.create_model(..., in_chans=1))"
-                    if x.shape[1] == 1 else "; fix the channel order: (B, C, H, W)")
-            raise ValueError(f"{name} has {x.shape[1]} channels but the backbone takes "
-                             f"{self.in_channels} (in_channels, from its first convolution){hint}")
-        reference = self.online_predictor[0].weight
-        if x.device != reference.device:
-            raise ValueError(f"{name} is on {x.device} but the learner is on {reference.device}; "
+            raise ValueError(
+                f"{name} has {x.shape[1]} channels but the backbone takes {self.in_channels} "
+                "(in_channels, from its first convolution); " + (
+                    "for grayscale images and an RGB backbone use x.expand(-1, 3, -1, -1), or "
+                    "build the backbone for 1 channel (timm.create_model(..., in_chans=1))"
+                    if x.shape[1] == 1 else "fix the channel order: (B, C, H, W)"))
+        if x.device != weight.device:
+            raise ValueError(f"{name} is on {x.device} but the learner is on {weight.device}; "
                              f"move one of them, e.g. learner.to({str(x.device)!r})")
         if check_range and self._range_checks_left > 0 and not torch.compiler.is_compiling():
             self._range_checks_left -= 1
@@ -351,7 +288,7 @@ class BYOL(nn.Module):
                 warnings.warn(f"{name} has values in [{lo.item():.3g}, {hi.item():.3g}], expected "
                               "[0, 1]: pass un-normalised images (x.float() / 255) since the "
                               "default augmentations normalise them themselves", stacklevel=5)
-        return x.to(reference.dtype)
+        return x.to(weight.dtype)
 
     def _warn_once(self, key: str, message: str, stacklevel: int) -> None:
         if key not in self._warned and not torch.compiler.is_compiling():

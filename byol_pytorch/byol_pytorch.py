@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import warnings
 from functools import partial, wraps
+from importlib import metadata
 from typing import Any, Callable, TypeVar
 
 import torch
@@ -29,6 +30,14 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+try:  # byol-pytorch (0.9.1 and earlier) writes the same byol_pytorch/ folder: either may win
+    warnings.warn(f"both byol-torch and byol-pytorch {metadata.version('byol-pytorch')} are "
+                  "installed and both provide the module byol_pytorch, so the files of one may "
+                  "shadow the other's; keep one: pip uninstall -y byol-pytorch byol-torch && "
+                  "pip install byol-torch", stacklevel=2)
+except metadata.PackageNotFoundError:
+    pass
 
 
 def exists(v: Any) -> bool:
@@ -168,7 +177,19 @@ def _set_ema(learner: BYOL, ema: EMA) -> None:
     learner.moving_average_decay = ema.beta
 
 
+@torch.no_grad()
+def reset_moving_average(learner: BYOL) -> None:
+    """``learner.reset_moving_average()``: the target becomes a copy of the online network now
+    (0.9.1 dropped it until the next step) and the tau schedule restarts."""
+    learner._step = 0
+    learner.ema_step.zero_()
+    if learner.target_encoder is not None:
+        learner._target_needs_copy = True
+        learner._sync_target_once()
+
+
 BYOL.target_ema_updater = property(_LearnerEMA, _set_ema, doc=_LearnerEMA.__doc__)
+BYOL.reset_moving_average = reset_moving_average
 Encoder.get_representation = FeatureExtractor.forward  # (B, C, H, W) -> (B, D), 0.9.1's name
 
 

@@ -8,21 +8,8 @@ import json
 from pathlib import Path
 
 import torch
-import torchvision
 
 from byol_pytorch.deepmind import load_deepmind_checkpoint
-
-
-def _torchvision_name(model: torch.nn.Module) -> str | None:
-    """The torchvision ResNet with exactly ``model``'s keys and shapes (ResNet-50/101/152 x1)."""
-    shapes = {k: v.shape for k, v in model.state_dict().items()}
-    for name in ("resnet50", "resnet101", "resnet152"):
-        with torch.device("meta"):
-            tv = torchvision.models.get_model(name, num_classes=getattr(model.fc, "out_features",
-                                                                        1000))
-        if {k: v.shape for k, v in tv.state_dict().items() if k in shapes} == shapes:
-            return name
-    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,36 +18,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="the .pkl file DeepMind released")
     parser.add_argument("output", type=Path, help="the file to write: .safetensors, .pth or .pt")
     parser.add_argument("--target", action="store_true", help="the target network, not the online")
-    parser.add_argument("--no-classifier", action="store_true", help="leave out the classifier")
+    parser.add_argument("--no-classifier", dest="fc", action="store_false", help="no classifier")
     args = parser.parse_args(argv)
-    if args.output.suffix not in (".safetensors", ".pth", ".pt"):
+    if (suffix := args.output.suffix) not in (".safetensors", ".pth", ".pt"):
         parser.error(f"OUT must end in .safetensors, .pth or .pt, not {args.output.name!r}")
     try:
-        model = load_deepmind_checkpoint(args.checkpoint, target=args.target,
-                                         classifier=not args.no_classifier)
-        state = model.state_dict()
-        if args.output.suffix == ".safetensors":  # what the example scripts rebuild it from
+        model = load_deepmind_checkpoint(args.checkpoint, target=args.target, classifier=args.fc)
+        info = model.deepmind_info
+        if suffix == ".safetensors":  # with what the example scripts rebuild the network from
             from safetensors.torch import save_file
 
-            info = dict(same_padding=True, preset="imagenet", image_size=224, dataset="folder",
-                        cifar_stem=False, architecture=model.deepmind_info["architecture"])
-            name = _torchvision_name(model)
-            save_file(state, str(args.output),
-                      {"byol_torch": json.dumps({**info, **({"backbone": name} if name else {})})})
+            arch = info["architecture"]  # networks.py's ResNet-50/101/152 x1 are torchvision's
+            name = {f"ResNet-{d} x1": f"resnet{d}" for d in (50, 101, 152)}.get(arch)
+            meta = dict(same_padding=True, preset="imagenet", image_size=224, dataset="folder",
+                        cifar_stem=False, architecture=arch, **({"backbone": name} if name else {}))
+            save_file(model.state_dict(), str(args.output), {"byol_torch": json.dumps(meta)})
         else:
-            torch.save(state, args.output)
+            torch.save(model.state_dict(), args.output)
     except ImportError:
         parser.exit(1, "error: writing .safetensors needs safetensors: pip install safetensors\n")
     except (OSError, ValueError) as e:
         parser.exit(1, f"error: {e}\n")
-    info, fc = model.deepmind_info, isinstance(model.fc, torch.nn.Linear)
     print(f"{args.checkpoint}: {info['architecture']}, step {info['step']}, saved "
           f"{', '.join(info['saved'])}; heads: {', '.join(info['heads']) or 'none'}")
     print(f"wrote {args.output}: the {'target' if args.target else 'online'} encoder, BatchNorm "
-          f"statistics{' and classifier (fc)' if fc else ''}, torchvision keys; for the official "
-          "padding, call byol_pytorch.deepmind.same_padding_(model) after loading"
-          + ("" if args.output.suffix == ".safetensors" else " (the example scripts read the "
-             "architecture and padding from a .safetensors file's metadata)"))
+          f"statistics{' and classifier (fc)' if isinstance(model.fc, torch.nn.Linear) else ''}, "
+          "torchvision keys; for the official padding, call byol_pytorch.deepmind.same_padding_"
+          "(model) after loading" + ("" if suffix == ".safetensors" else " (the example scripts "
+                                     "read the architecture and padding from a .safetensors file's "
+                                     "metadata)"))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,8 @@
-"""DeepMind's released BYOL checkpoints (deepmind-research/byol: ``pretrain_res50x1.pkl``, ...) as
-torchvision ResNets, read without jax, haiku or dill."""
+"""DeepMind's BYOL checkpoints (``pretrain_res50x1.pkl``, ...) as torchvision ResNets, no jax."""
 
 from __future__ import annotations
 
 import codecs
-import math
 import pickle
 from collections import namedtuple
 from collections.abc import Mapping
@@ -23,31 +21,30 @@ FIELDS = ("online_params", "target_params", "online_state", "target_state", "opt
 
 def _same_pad(module: nn.Module, args: tuple) -> tuple:
     """Forward pre-hook: pads the (B, C, H, W) input like TF "SAME" (odd pixel: bottom/right)."""
-    x, pads = args[0], []
-    k, s = (v if isinstance(v, int) else v[0] for v in (module.kernel_size, module.stride))
-    for size in (x.shape[-1], x.shape[-2]):
-        total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+    (k, s), pads = module.same_padding, []
+    for size in args[0].shape[:-3:-1]:  # W, then H: F.pad's order
+        total = max(k - (size % s or s), 0)  # TF: (ceil(size / s) - 1) * s + k - size
         pads += [total // 2, total - total // 2]
-    return (F.pad(x, pads, value=float("-inf") if isinstance(module, nn.MaxPool2d) else 0.0),)
+    return (F.pad(args[0], pads, value=-float("inf") if isinstance(module, nn.MaxPool2d) else 0),)
 
 
 def same_padding_(model: nn.Module) -> nn.Module:
-    """In place: strided convolutions (kernel > 1) and max pools pad like TF "SAME", as the
-    Haiku ResNet does (a forward pre-hook; weights and keys stay the same)."""
+    """In place: strided convs (kernel > 1) and max pools pad as Haiku's "SAME"; keys unchanged."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and not getattr(m, "same_padding", False):
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and not hasattr(m, "same_padding"):
             k, s = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride))
             if k > 1 and s > 1:
-                m.padding, m.same_padding = 0, True
+                m.padding, m.same_padding = 0, (k, s)
                 m.register_forward_pre_hook(_same_pad)
     return model
 
 
 class _Foreign(tuple):
-    """Inert stand-in for any class of the training code (haiku's frozendict): keeps arguments."""
+    """Inert stand-in for any class of the training code: its arguments (frozendict's: a dict)."""
 
     def __new__(cls, *args, **kwargs):
-        return super().__new__(cls, args)
+        mapping = len(args) == 1 and isinstance(args[0], Mapping)
+        return dict(args[0]) if mapping else super().__new__(cls, args)
 
 
 def _array(fun, args, state, *_) -> np.ndarray:
@@ -69,30 +66,22 @@ class _Unpickler(pickle.Unpickler):
         return _SAFE.get(f"{module}.{name}", _Foreign)
 
 
-def _plain(obj):
-    """haiku's mappings (frozendict/FlatMapping stand-ins, dicts) -> nested dicts."""
-    if isinstance(obj, _Foreign) and len(obj) == 1 and isinstance(obj[0], Mapping):
-        obj = obj[0]
-    return {k: _plain(v) for k, v in obj.items()} if isinstance(obj, Mapping) else obj
-
-
 def _read(path: Path) -> tuple[int, dict]:
     """The step and experiment state (FIELDS -> nested dicts of numpy arrays) of a checkpoint."""
     with open(path, "rb") as f:
         try:
             data = _Unpickler(f).load()
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means the same to users
+        except Exception as e:  # any unpickling failure means the same to users
             if isinstance(e, EOFError) or "truncated" in str(e):
                 raise ValueError(f"{path} is truncated: download it again") from e
             raise ValueError(f"{path} is not a BYOL checkpoint of deepmind-research") from e
     state = data.get("experiment_state") if isinstance(data, dict) else None
-    state = state._asdict() if hasattr(state, "_asdict") else state
-    if isinstance(state, tuple) and len(state) == len(FIELDS):
-        state = dict(zip(FIELDS, state))  # byol_experiment.py's NamedTuple, by position
-    if not isinstance(state, Mapping) or not isinstance(_plain(state.get("online_params")), dict):
+    if hasattr(state, "_asdict") or isinstance(state, tuple) and len(state) == len(FIELDS):
+        state = state._asdict() if hasattr(state, "_asdict") else dict(zip(FIELDS, state))
+    if not isinstance(state, dict) or not isinstance(state.get("online_params"), dict):
         raise ValueError(f"{path} is not a BYOL pretraining checkpoint of deepmind-research: "
                          "no experiment_state with online_params")
-    return int(np.asarray(data.get("step", -1))), {k: _plain(v) for k, v in state.items()}
+    return int(np.asarray(data.get("step", -1))), state
 
 
 def _resnet(params: dict, stats: dict, p: str, num_classes: int, path: Path) -> ResNet:
@@ -102,17 +91,11 @@ def _resnet(params: dict, stats: dict, p: str, num_classes: int, path: Path) -> 
     def load(m: nn.Module, hk: str) -> nn.Module:
         """Haiku module ``hk`` -> ``m``: HWIO -> OIHW, (in, out) -> (out, in), (1, 1, 1, C) -> C."""
         used.add(hk)
-        if isinstance(m, nn.BatchNorm2d):
-            ema = [stats[f"{hk}/~/{s}_ema"]["average"] for s in ("mean", "var")]  # eval mode's
-            pairs = zip((m.weight, m.bias, m.running_mean, m.running_var),
-                        (params[hk]["scale"], params[hk]["offset"], *ema))
-        else:
-            w = np.asarray(params[hk]["w"])
-            pairs = zip((m.weight, m.bias), (w.transpose(3, 2, 0, 1) if w.ndim == 4 else w.T,
-                                             params[hk].get("b")))
-        for tensor, value in pairs:
-            if tensor is not None:
-                tensor.data.copy_(torch.tensor(np.asarray(value, np.float32)).view(tensor.shape))
+        keys = ("w", "b") if not isinstance(m, nn.BatchNorm2d) else (
+            "scale", "offset", "~/mean_ema", "~/var_ema")  # running statistics: the EMA state's
+        for t, key in zip((*m.parameters(), *m.buffers()), keys):
+            a = np.asarray(stats[f"{hk}/{key}"]["average"] if "~" in key else params[hk][key])
+            t.data.copy_(torch.tensor(a.transpose(3, 2, 0, 1) if a.ndim == 4 else a.T).view_as(t))
         return m
 
     if f"{p}/~/initial_batchnorm" not in params:
@@ -124,12 +107,11 @@ def _resnet(params: dict, stats: dict, p: str, num_classes: int, path: Path) -> 
     net.conv1 = load(nn.Conv2d(3, inplanes, 7, 2, 3, bias=False), f"{p}/~/initial_conv")
     net.bn1 = load(nn.BatchNorm2d(inplanes), f"{p}/~/initial_batchnorm")
     for g in range(4):
-        group = f"{p}/~/block_group_{g}/~/block_"
+        group, stride = f"{p}/~/block_group_{g}/~/block_", 2 if g else 1
         n = len({k[len(group):].split("/")[0] for k in params if k.startswith(group)})
-        last = params[f"{group}0/~/conv_{2 if block is Bottleneck else 1}"]  # KeyError: no v1
-        out, stride = last["w"].shape[-1], 2 if g else 1
+        out = params[f"{group}0/~/conv_{2 if block is Bottleneck else 1}"]["w"].shape[-1]
         down = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(
-            out)) if f"{group}0/~/shortcut_conv" in params else None
+            out)) if f"{group}0/~/shortcut_conv" in params else None  # 18/34: layer1.0's too
         blocks = [block(inplanes, out // block.expansion, stride, down)]
         blocks += [block(out, out // block.expansion) for _ in range(n - 1)]
         for b, blk in enumerate(blocks):
@@ -140,8 +122,7 @@ def _resnet(params: dict, stats: dict, p: str, num_classes: int, path: Path) -> 
                 load(m, f"{group}{b}/~/{name}")
         setattr(net, f"layer{g + 1}", nn.Sequential(*blocks))
         inplanes = out
-    extra = sorted(k for k in params if k.startswith(f"{p}/") and k not in used)
-    if extra:
+    if extra := sorted(k for k in params if k.startswith(f"{p}/") and k not in used):
         raise ValueError(f"{path}: layers torchvision's ResNet does not have: {extra[:3]}")
     net.fc = load(nn.Linear(inplanes, num_classes), "classifier") if num_classes else nn.Identity()
     return net
@@ -149,15 +130,11 @@ def _resnet(params: dict, stats: dict, p: str, num_classes: int, path: Path) -> 
 
 def load_deepmind_checkpoint(path: str | Path, *, target: bool = False, classifier: bool = True,
                              same_padding: bool = True) -> ResNet:
-    """A BYOL checkpoint of deepmind-research -> torchvision ResNet in eval mode: (B, 3, H, W)
-    ImageNet-normalized images -> (B, 1000) logits of the file's linear classifier (torchvision's
-    class order), or (B, 2048 * width) representations (fc = Identity) with ``classifier=False``.
-    Online network (``target``: the target's), BatchNorm statistics of its EMA state; with
-    ``same_padding``, TF "SAME" padding as the official network (:func:`same_padding_`). Any
-    ``resnet_v2=False`` encoder of byol/utils/networks.py (ResNet-18 to 200, any width) loads
-    (18/34 with a layer1.0.downsample). ``model.deepmind_info``: architecture, step, saved parts."""
-    path = Path(path)
-    step, state = _read(path)
+    """A BYOL checkpoint of deepmind-research (a resnet_v2=False ResNet of networks.py, any depth
+    and width) -> its online (``target``: target) torchvision ResNet in eval mode, padded as the
+    official one (``same_padding``): (B, 3, H, W) ImageNet-normalized -> (B, 1000) logits in
+    torchvision's class order (``classifier=False``: (B, 2048 * width)); ``.deepmind_info``."""
+    step, state = _read(path := Path(path))
     kind = "target" if target else "online"
     params, stats = state.get(f"{kind}_params") or {}, state.get(f"{kind}_state")
     encoders = [k[: -len("/~/initial_conv")] for k in params if k.endswith("/~/initial_conv")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Union
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["HiddenLayer", "resolve_layer", "FeatureExtractor", "Encoder"]
@@ -14,15 +15,12 @@ TOKEN_POOLS = ("cls", "mean", "flatten")
 
 
 def resolve_layer(model: nn.Module, hidden_layer: HiddenLayer) -> nn.Module | None:
-    """The module whose output is the representation; None means the model's own output.
+    """The module whose output is the representation (None: the model's own output).
 
-    Args:
-        hidden_layer: a name from ``model.named_modules()`` (``"avgpool"``, ``"head.global_pool"``),
-            an index into ``list(model.children())`` (-2: the layer before a final classifier), or
-            None. -1 also means the model's output (not the last child, which need not run last).
-
-    Raises:
-        ValueError: unknown name (the message lists the closest names) or index out of range.
+    ``hidden_layer``: a name from ``model.named_modules()`` (``"avgpool"``), an index into
+    ``list(model.children())`` (-2: the layer before a classifier), or None; -1 is the model's
+    output too (the last child need not run last). ValueError: unknown name (with the closest
+    names) or index out of range.
     """
     if hidden_layer is None or (isinstance(hidden_layer, int) and hidden_layer == -1):
         return None
@@ -48,10 +46,9 @@ def resolve_layer(model: nn.Module, hidden_layer: HiddenLayer) -> nn.Module | No
 class FeatureExtractor(nn.Module):
     """``net`` with a forward hook on ``hidden_layer``: (B, C, H, W) -> (B, D) representation.
 
-    The hook is registered once, here, as a bound method: ``copy.deepcopy`` rebinds it, so a deep
-    copy (the target network) hooks its own layer. ViT token outputs (B, N, D) are pooled by
-    ``token_pool``: "cls" (first token), "mean" (patch tokens, class/register tokens excluded) or
-    "flatten" (all tokens as one N*D vector); other outputs are flattened from dim 1.
+    The hook is a bound method registered once: ``copy.deepcopy`` rebinds it, so a deep copy (the
+    target) hooks its own layer. ViT tokens (B, N, D) are pooled by ``token_pool``: "cls", "mean"
+    (patch tokens only) or "flatten" (N*D); other outputs are flattened from dim 1.
     """
 
     def __init__(self, net: nn.Module, hidden_layer: HiddenLayer = -2, token_pool: str = "cls"):
@@ -63,17 +60,25 @@ class FeatureExtractor(nn.Module):
         self.num_prefix_tokens = int(getattr(net, "num_prefix_tokens", hasattr(net, "class_token")))
         layer = resolve_layer(net, hidden_layer)
         self.uses_output = layer is None  # the representation is the backbone's own output
+        # the hooked layer's outputs, kept only while this module's own forward runs: the backbone
+        # called on its own (an eval loop, another extractor) must not leave activations here
         self._captured: list[Tensor] = []
+        self._capturing = False
         if layer is not None:
             layer.register_forward_hook(self._capture)
 
     def _capture(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        self._captured.append(output)
+        if self._capturing:
+            self._captured.append(output)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, D): the pooled output of the hidden layer."""
         self._captured.clear()
-        h = self.net(x)
+        self._capturing = True
+        try:
+            h = self.net(x)
+        finally:
+            self._capturing = False
         if not self.uses_output:
             if not self._captured:
                 raise RuntimeError(f"hidden layer {self.hidden_layer!r} never ran in the forward "
@@ -89,36 +94,44 @@ class FeatureExtractor(nn.Module):
             return h[:, 0] if self.token_pool == "cls" else h[:, self.num_prefix_tokens:].mean(1)
         return h.flatten(1)
 
-    def used_parameters(self, sample: Tensor) -> tuple[Tensor, set[str]]:
-        """Representation of ``sample`` (B, D) and the names of ``net``'s parameters it uses.
-
-        Parameters of modules that run only after the hooked layer (a classifier) cannot change
-        the representation; DistributedDataParallel must be told to ignore them.
-        """
-        if self.uses_output:
-            return FeatureExtractor.forward(self, sample), {n for n, _ in self.net.named_parameters()}
-        ran: set[int] = set()
-        done = [False]
+    def dry_run(self, shape: tuple[int, ...]) -> tuple[Tensor, set[str]]:
+        """Representation (B, D) of random images of ``shape`` and the names of ``net``'s
+        parameters it uses (a classifier after the hooked layer is not: DDP must ignore it). Runs
+        on the backbone's device and dtype in eval mode under no_grad, so BatchNorm statistics
+        stay as they were; every module's train/eval flag is restored."""
+        tensors = [*self.net.parameters(), *self.net.buffers()]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+        modes, ran, done = {m: m.training for m in self.net.modules()}, {id(self.net)}, [False]
         handles = [m.register_forward_pre_hook(lambda m, i: None if done[0] else ran.add(id(m)))
                    for m in self.net.modules()]
-        handles.append(resolve_layer(self.net, self.hidden_layer).register_forward_hook(lambda *_: done.__setitem__(0, True)))
+        if not self.uses_output:  # modules that run after the hooked layer are not used
+            handles.append(resolve_layer(self.net, self.hidden_layer).register_forward_hook(
+                lambda *_: done.__setitem__(0, True)))
         try:
-            y = FeatureExtractor.forward(self, sample)  # without a projector (not built yet)
+            self.net.eval()
+            with torch.no_grad():  # without a projector (not built yet)
+                y = FeatureExtractor.forward(self, torch.rand(shape, device=device, dtype=dtype))
+        except Exception as err:  # noqa: BLE001 - any failure gets the same explanation
+            raise RuntimeError(f"the dry run of the backbone on a {shape} {dtype} input failed "
+                               f"with {type(err).__name__}: {err}\nCheck that the image size suits"
+                               " the backbone (a timm ViT needs timm.create_model(name, img_size="
+                               f"{shape[-2]})), that its {shape[1]} input channels match its first"
+                               f" layer, and that hidden_layer={self.hidden_layer!r} outputs a "
+                               "tensor.") from err
         finally:
             for handle in handles:
                 handle.remove()
-        ran.add(id(self.net))
+            for module, mode in modes.items():
+                module.train(mode)
         used = {id(p) for m in self.net.modules() if id(m) in ran
                 for p in m.parameters(recurse=False)}  # shared with a used module counts as used
         return y, {n for n, p in self.net.named_parameters() if id(p) in used}
 
 
 class Encoder(FeatureExtractor):
-    """Backbone + projector: ``encoder(x)`` -> (projection (B, P), representation (B, D)).
-
-    What ``learner.online_encoder`` and ``learner.target_encoder`` hold (the paper's f and g);
-    ``encoder(x, return_projection=False)`` returns the representation alone.
-    """
+    """Backbone + projector (the paper's f and g; a learner's online and target encoders):
+    ``encoder(x)`` -> (projection (B, P), representation (B, D)); without projection: (B, D)."""
 
     def __init__(self, net: nn.Module, hidden_layer: HiddenLayer = -2, token_pool: str = "cls",
                  projector: nn.Module | None = None) -> None:

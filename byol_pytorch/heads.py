@@ -8,11 +8,8 @@ __all__ = ["MLP", "SimSiamMLP", "batch_norm", "projection_head"]
 
 
 def batch_norm(sync_batchnorm: bool | None) -> type[nn.Module]:
-    """The heads' normalisation layer: ``nn.SyncBatchNorm`` if ``sync_batchnorm`` else BatchNorm1d.
-
-    The library's one rule for ``sync_batchnorm=None``: BatchNorm1d, whatever the state of
-    ``torch.distributed`` (scripts convert whole models with ``convert_sync_batchnorm``).
-    """
+    """``nn.SyncBatchNorm`` if ``sync_batchnorm`` else BatchNorm1d: the library's one rule for
+    None is BatchNorm1d, whatever torch.distributed's state (scripts convert whole models)."""
     return nn.SyncBatchNorm if sync_batchnorm else nn.BatchNorm1d
 
 
@@ -23,13 +20,10 @@ def _check_dims(**dims: int) -> None:
 
 
 class MLP(nn.Sequential):
-    """Linear -> BatchNorm1d -> ReLU -> Linear: (B, in_dim) -> (B, out_dim).
-
-    Paper (Sec. 3.3): "a linear layer with output size 4096 followed by batch normalization,
-    rectified linear units (ReLU), and a final linear layer with output dimension 256". The
-    official code's last layer has no bias (``output_bias=False``); the default keeps one so that
-    byol-pytorch 0.9.1 checkpoints load.
-    """
+    """Linear -> BatchNorm1d -> ReLU -> Linear: (B, in_dim) -> (B, out_dim). Paper Sec. 3.3: "a
+    linear layer with output size 4096 followed by batch normalization, rectified linear units
+    (ReLU), and a final linear layer with output dimension 256". The official last layer has no
+    bias (``output_bias=False``); 0.9.1's had one (the default: its checkpoints load)."""
 
     def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256,
                  sync_batchnorm: bool | None = False, output_bias: bool = True) -> None:
@@ -39,11 +33,8 @@ class MLP(nn.Sequential):
 
 
 class SimSiamMLP(nn.Sequential):
-    """SimSiam's projector (Chen & He, 2021): (Linear -> BN -> ReLU) x 2 -> Linear -> BN.
-
-    Linear layers have no bias (a BatchNorm follows each), the last BN no affine parameters.
-    (B, in_dim) -> (B, out_dim).
-    """
+    """SimSiam's projector (Chen & He, 2021), (B, in_dim) -> (B, out_dim): (Linear -> BN ->
+    ReLU) x 2 -> Linear -> BN; no biases (a BN follows each Linear), no affine in the last BN."""
 
     def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 256,
                  sync_batchnorm: bool | None = False) -> None:

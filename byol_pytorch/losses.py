@@ -1,8 +1,5 @@
-"""BYOL's loss: normalised mean squared error between prediction and target projection.
-
-Scale: ``byol_loss`` is in [0, 4] (0 when aligned); ``symmetric_byol_loss`` is the sum of the two
-directions, in [0, 8], as in the paper's ``L + L~`` (and byol-pytorch 0.9.1's returned value).
-"""
+"""BYOL's loss, the normalised squared error of prediction and target projection: ``byol_loss``
+in [0, 4] (0 when aligned), ``symmetric_byol_loss`` the paper's ``L + L~`` in [0, 8] (0.9.1's)."""
 
 from __future__ import annotations
 
@@ -14,15 +11,8 @@ __all__ = ["byol_loss", "symmetric_byol_loss"]
 
 
 def byol_loss(q: Tensor, z: Tensor) -> Tensor:
-    """Mean over the batch of ``2 - 2 * cos(q, z)`` (paper eq. 2), computed in float32.
-
-    Args:
-        q: (B, D) online predictions.
-        z: (B, D) target projections (the caller detaches them).
-
-    Returns:
-        () float32 scalar.
-    """
+    """q: (B, D) online predictions, z: (B, D) target projections (the caller detaches them) ->
+    () float32 mean over the batch of ``2 - 2 cos(q, z)`` (paper eq. 2)."""
     if q.shape != z.shape or q.dim() != 2:
         raise ValueError(f"byol_loss expects two (B, D) tensors of equal shape, got {tuple(q.shape)} "
                          f"and {tuple(z.shape)}")
@@ -35,10 +25,6 @@ def byol_loss(q: Tensor, z: Tensor) -> Tensor:
 
 
 def symmetric_byol_loss(q1: Tensor, q2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
-    """``byol_loss(q1, z2) + byol_loss(q2, z1)``: each view's prediction regresses the other's target.
-
-    Args:
-        q1, q2: (B, D) online predictions of view 1 and view 2.
-        z1, z2: (B, D) target projections of view 1 and view 2.
-    """
+    """``byol_loss(q1, z2) + byol_loss(q2, z1)``: each view's prediction (B, D) regresses the
+    other view's target projection (B, D)."""
     return byol_loss(q1, z2) + byol_loss(q2, z1)

@@ -1,9 +1,6 @@
-"""Collapse detection: the spread of L2-normalised projections.
-
-For d-dimensional unit vectors spread over the sphere, each coordinate has standard deviation
-about 1/sqrt(d) across the batch; a collapsed network maps every image to the same point and the
-standard deviation goes to 0 (Chen & He, SimSiam, 2021, Sec. 4.1).
-"""
+"""Collapse detection: the spread of L2-normalised projections. Unit vectors spread over the
+sphere in d dimensions have a per-coordinate std of about 1/sqrt(d) over the batch; a collapsed
+network maps every image to one point, std 0 (Chen & He, SimSiam, 2021, Sec. 4.1)."""
 
 from __future__ import annotations
 
@@ -23,14 +20,8 @@ class CollapseWarning(UserWarning):
 
 @torch.no_grad()
 def projection_std(z: Tensor) -> Tensor:
-    """Mean over dimensions of the batch standard deviation of ``z / |z|``.
-
-    Args:
-        z: (B, D) projections, B >= 2.
-
-    Returns:
-        () float32 tensor on z's device (no host sync): ~1/sqrt(D) when healthy, ~0 on collapse.
-    """
+    """z: (B, D) projections, B >= 2 -> () float32 on z's device (no host sync): the mean over
+    dimensions of the batch std of ``z / |z|``, ~1/sqrt(D) when healthy, ~0 on collapse."""
     if z.dim() != 2 or z.shape[0] < 2:
         raise ValueError(f"projection_std needs a (B, D) batch with B >= 2, got {tuple(z.shape)}")
     return F.normalize(z.float(), dim=1).std(dim=0).mean()

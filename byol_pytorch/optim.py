@@ -1,9 +1,6 @@
-"""LARS, the optimizer of the BYOL paper, and the parameter grouping it expects.
-
-BYOL (App. C): "LARS optimizer ... excluding the biases and batch normalization parameters from both
-LARS adaptation and weight decay". Build the optimizer as
-``LARS(param_groups(model, weight_decay=1.5e-6), lr=...)``.
-"""
+"""LARS and the parameter groups it expects: BYOL App. C, "LARS optimizer ... excluding the biases
+and batch normalization parameters from both LARS adaptation and weight decay";
+``LARS(param_groups(model, weight_decay=1.5e-6), lr=...)``."""
 
 from __future__ import annotations
 
@@ -28,16 +25,10 @@ class LARS(torch.optim.Optimizer):
         v     = momentum * v + trust * g
         p     = p - lr * v          (Nesterov: p = p - lr * (trust * g + momentum * v))
 
-    ``clip_lr`` (NVIDIA apex ``LARC(clip=True)``, solo-learn) keeps each layer's rate
-    ``lr * trust`` at most ``lr``: small-batch recipes with a large coefficient need it. Norms
-    accumulate in float32 or better, so bf16/fp16 parameters work. The update runs as multi-tensor
-    (``torch._foreach_*``) kernels, one launch per (device, dtype).
-
-    Args:
-        lr: learning rate (set each step from :func:`byol_pytorch.warmup_cosine`).
-        momentum: in [0, 1). weight_decay: L2 added to the gradient before adaptation.
-        trust_coefficient: eta (paper: 0.001). eps: added to ``||g||``.
-        nesterov: Nesterov momentum (needs momentum > 0). clip_lr: see above.
+    ``clip_lr`` (apex's ``LARC(clip=True)``, solo-learn) keeps each layer's rate at most ``lr``,
+    which small-batch recipes with a large ``trust_coefficient`` (paper: 0.001) need. Norms
+    accumulate in float32 or better (bf16/fp16 parameters work); one multi-tensor
+    (``torch._foreach_*``) update per (device, dtype).
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], lr: float, momentum: float = 0.9,
@@ -53,8 +44,7 @@ class LARS(torch.optim.Optimizer):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         for group in self.param_groups:  # checkpoints from before a key existed
-            for key, value in (("lars_exclude", False), ("nesterov", False), ("clip_lr", False)):
-                group.setdefault(key, value)
+            group.update({k: group.get(k, False) for k in ("lars_exclude", "nesterov", "clip_lr")})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -84,12 +74,10 @@ class LARS(torch.optim.Optimizer):
             ratio = _trust_ratio(_norms(ps), _norms(gs), group)
             torch._foreach_mul_(gs, list(ratio.unbind()))
         if momentum != 0:
-            bufs = []
             for p, g in zip(ps, gs):
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(g)
-                bufs.append(state["momentum_buffer"])
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(g)
+            bufs = [self.state[p]["momentum_buffer"] for p in ps]
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_add_(bufs, gs)
             gs = list(torch._foreach_add(gs, bufs, alpha=momentum)) if group["nesterov"] else bufs
@@ -97,18 +85,16 @@ class LARS(torch.optim.Optimizer):
 
 
 def _check_hparams(group: dict) -> None:
-    checks = [(group["lr"] >= 0.0, "lr must be >= 0"),  # also rejects NaN
-              (0.0 <= group["momentum"] < 1.0, "momentum must lie in [0, 1)"),
-              (group["weight_decay"] >= 0.0, "weight_decay must be >= 0"),
-              (group["trust_coefficient"] > 0.0, "trust_coefficient must be > 0 (paper: 0.001)"),
-              (group["eps"] >= 0.0, "eps must be >= 0"),
-              (not group["nesterov"] or group["momentum"] > 0, "nesterov=True needs momentum > 0")]
-    for ok, message in checks:
+    for ok, message in [(group["lr"] >= 0.0, "lr must be >= 0"),  # also rejects NaN
+                        (0.0 <= group["momentum"] < 1.0, "momentum must lie in [0, 1)"),
+                        (group["weight_decay"] >= 0.0, "weight_decay must be >= 0"),
+                        (group["trust_coefficient"] > 0.0, "trust_coefficient must be > 0"),
+                        (group["eps"] >= 0.0, "eps must be >= 0"),
+                        (not group["nesterov"] or group["momentum"] > 0,
+                         "nesterov=True needs momentum > 0")]:
         if not ok:
-            raise ValueError(f"LARS {message}, got lr={group['lr']}, momentum={group['momentum']}, "
-                             f"weight_decay={group['weight_decay']}, trust_coefficient="
-                             f"{group['trust_coefficient']}, eps={group['eps']}, "
-                             f"nesterov={group['nesterov']}")
+            settings = {k: v for k, v in group.items() if k != "params"}
+            raise ValueError(f"LARS {message}; got {settings}")
 
 
 def _trust_ratio(p_norm: Tensor, g_norm: Tensor, group: dict) -> Tensor:
@@ -126,38 +112,24 @@ def _norms(tensors: list[Tensor]) -> Tensor:
     return torch.stack([torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors])
 
 
-def param_groups(
-    model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool = True
-) -> list[dict]:
-    """Optimizer groups: weights (dim >= 2) decayed; biases and norm params excluded from LARS.
+def param_groups(model: nn.Module, weight_decay: float, exclude_bias_and_norm: bool = True
+                 ) -> list[dict]:
+    """Optimizer groups of ``model``'s trainable parameters, each listed once, empty ones dropped.
 
-    The excluded group (every parameter with ``dim < 2``: biases, BatchNorm/LayerNorm affine
-    parameters) gets ``weight_decay=0.0, lars_exclude=True``; the other group gets
-    ``weight_decay=weight_decay, lars_exclude=False``. The extra key is ignored by other optimizers,
-    so the groups also work with SGD/AdamW. Frozen parameters (``requires_grad=False``) are
-    skipped, shared parameters are listed once, and empty groups are dropped. With
-    ``exclude_bias_and_norm=False`` every parameter is in one decayed, adapted group.
-
-    Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: negative ``weight_decay`` or no trainable parameter.
+    Weights (dim >= 2) get ``weight_decay``; biases and norm parameters (dim < 2) get none and
+    ``lars_exclude=True`` (other optimizers ignore the key). ``exclude_bias_and_norm=False``: one
+    decayed, adapted group. TypeError/ValueError: not a module, weight_decay < 0, nothing to train.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"param_groups expects an nn.Module, got {type(model).__name__}")
     if not weight_decay >= 0.0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    decay: list[nn.Parameter] = []
-    exclude: list[nn.Parameter] = []
-    seen: set[int] = set()
-    for p in model.parameters():  # already de-duplicated; the set also guards custom modules
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        (exclude if exclude_bias_and_norm and p.ndim < 2 else decay).append(p)
-    if not seen:
+    params = list({id(p): p for p in model.parameters() if p.requires_grad}.values())
+    if not params:
         raise ValueError("model has no parameter with requires_grad=True; nothing to optimize")
-    groups = [
-        dict(params=decay, weight_decay=float(weight_decay), lars_exclude=False),
-        dict(params=exclude, weight_decay=0.0, lars_exclude=True),
-    ]
+    excluded = [p.ndim < 2 and exclude_bias_and_norm for p in params]
+    groups = [dict(params=[p for p, x in zip(params, excluded) if not x],
+                   weight_decay=float(weight_decay), lars_exclude=False),
+              dict(params=[p for p, x in zip(params, excluded) if x], weight_decay=0.0,
+                   lars_exclude=True)]
     return [g for g in groups if g["params"]]
