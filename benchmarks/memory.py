@@ -33,7 +33,8 @@ MIB = 2 ** 20
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--peer-python", default="/work/peervenv/bin/python")
+    p.add_argument("--peer-python",
+                   default=os.environ.get("BYOL_PEER_PYTHON", "/work/peervenv/bin/python"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--image-size", type=int, default=64)

@@ -315,7 +315,8 @@ def run_config(cfg: dict, args: argparse.Namespace, impls: list[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
-    p.add_argument("--peer-python", default="/work/peervenv/bin/python",
+    p.add_argument("--peer-python",
+                   default=os.environ.get("BYOL_PEER_PYTHON", "/work/peervenv/bin/python"),
                    help="interpreter of the virtualenv where byol-pytorch 0.9.1 is installed")
     p.add_argument("--impls", help=f"comma-separated subset of {list(IMPLS)}")
     p.add_argument("--batch", help="comma-separated batch sizes (overrides the config)")

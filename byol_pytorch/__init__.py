@@ -4,17 +4,16 @@ drop-in for byol-pytorch 0.9.1, whose names live in ``byol_pytorch.byol_pytorch`
 import torch
 
 
-def _check_torch(version: str, need: tuple[int, int] = (2, 3)) -> None:
-    """Fail at import, with the fix, on a torch older than ``need`` (the bound setup.cfg states:
-    torch.compiler.is_compiling and the device-generic torch.amp.GradScaler appeared in 2.3)."""
+def _check_torch(version: str) -> None:
+    """Fail at import, with the fix, on a torch older than setup.cfg's bound (torch.compiler and
+    the device-generic torch.amp.GradScaler appeared in 2.3); unusual version strings pass."""
     try:
         found = tuple(int(part) for part in version.split("+")[0].split(".")[:2])
     except ValueError:
-        return  # a source build with an unusual version string: let it run
-    if found < need:
-        bound = ".".join(map(str, need))
-        raise ImportError(f"byol_pytorch needs torch>={bound}, found torch {version}; upgrade it: "
-                          f"pip install 'torch>={bound}' 'torchvision>=0.18'")
+        return
+    if found < (2, 3):
+        raise ImportError(f"byol_pytorch needs torch>=2.3, found torch {version}; upgrade it: "
+                          "pip install 'torch>=2.3' 'torchvision>=0.18'")
 
 
 _check_torch(torch.__version__)  # before the modules that use newer torch APIs

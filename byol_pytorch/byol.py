@@ -33,14 +33,10 @@ class BYOL(nn.Module):
     the online network (encoder -> projector -> predictor) and the target (an EMA copy of encoder
     -> projector) on both views: ``L(q1, z2) + L(q2, z1)``, ``L = 2 - 2 cos``. Call
     ``update_moving_average()`` after each optimizer step; the backbone trains in place. Parts
-    (made on the backbone's device and dtype): ``online_encoder`` (an Encoder), ``online_predictor``,
+    (on the backbone's device and dtype): ``online_encoder`` (an Encoder), ``online_predictor``,
     ``target_encoder`` (None with ``use_momentum=False``: SimSiam), ``augment1``/``augment2``.
-    The README's table explains each argument; byol-pytorch 0.9.1's (``moving_average_decay``:
-    tau, ``sync_batchnorm``, ``use_simplicial_embeddings``, ``sem_*``) keep their positions, and
-    :mod:`byol_pytorch.byol_pytorch` adds 0.9.1's other names. ``total_steps``: tau follows the
-    paper's cosine to ``final_tau``; ``view_batching``: "separate" (BatchNorm statistics per
-    view, the paper) or "joint" (one batch of 2B, as 0.9.1); ``in_channels``: default the first
-    Conv2d's (not 3: no RGB-only views).
+    The README's table explains each argument (0.9.1's keep their positions;
+    :mod:`byol_pytorch.byol_pytorch` adds its other names).
     """
 
     def __init__(
@@ -121,8 +117,7 @@ class BYOL(nn.Module):
         # tensors, so that state_dict() holds tensors only and resumes the tau schedule
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long, device=device))
         self.register_buffer("target_synced", torch.zeros((), dtype=torch.bool, device=device))
-        # Parameters after the hooked layer (a classifier) never get gradients: plain DDP
-        # (find_unused_parameters=False) must not wait for them.
+        # a classifier after the hooked layer gets no gradient: plain DDP must not wait for it
         self._ddp_params_and_buffers_to_ignore = [
             f"online_encoder.net.{n}" for n, _ in net.named_parameters() if n not in used]
         self.register_load_state_dict_pre_hook(adopt_0_9_1_state_dict)  # 0.9.1's state dicts
@@ -140,12 +135,10 @@ class BYOL(nn.Module):
     @property
     def tau(self) -> float:
         """The EMA rate the next ``update_moving_average()`` uses."""
-        if self.total_steps is None:
-            return self.moving_average_decay
-        return cosine_tau(self._step, self.total_steps, self.moving_average_decay, self.final_tau)
+        return self.moving_average_decay if self.total_steps is None else cosine_tau(
+            self._step, self.total_steps, self.moving_average_decay, self.final_tau)
 
-    # Not traced (a graph break on purpose): tau is a float from the host-side step counter,
-    # which a compiled copy would be specialised on and recompiled for at every step.
+    # not traced (a graph break on purpose): tau comes from a host-side counter, no recompiles
     @torch.compiler.disable
     @torch.no_grad()
     def update_moving_average(self) -> None:
@@ -161,8 +154,7 @@ class BYOL(nn.Module):
     # Not traced: a compiled forward would guard on the flag and compile again once it flips.
     @torch.compiler.disable
     def _sync_target_once(self) -> None:
-        # At the first training step, not at construction: the target starts from the weights
-        # the online network has then (DDP's broadcast, a backbone checkpoint loaded later).
+        # at the first step: the target starts from the weights then (DDP's broadcast, a checkpoint)
         if self._target_needs_copy:
             ema_update_(self.target_encoder, self.online_encoder, 0.0)
             self._target_needs_copy = False
@@ -170,17 +162,13 @@ class BYOL(nn.Module):
 
     def forward(self, x: Tensor, return_embedding: bool = False, return_projection: bool = True,
                 *, x2: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """x: (B, C, H, W) float images in [0, 1] -> () float32 loss in [0, 8].
-
-        ``x2``: view 2 made by the caller (``x`` is then view 1; both used as given).
-        ``return_embedding``: the online network's (projection (B, P), representation (B, D)) of
-        ``x`` resized to ``image_size`` and normalised as the views, no augmentation (take it in
-        eval mode under no_grad); ``return_projection=False``: the representation alone.
-        """
+        """x: (B, C, H, W) float images in [0, 1] -> () float32 loss in [0, 8]; ``x2``: view 2
+        made by the caller (``x`` is view 1; both used as given). ``return_embedding``: (projection
+        (B, P), representation (B, D)) of ``x`` resized to ``image_size``, normalised as the views
+        (in eval mode, under no_grad); ``return_projection=False``: the representation alone."""
         if isinstance(return_embedding, Tensor):
             raise TypeError("the second positional argument of learner(...) is return_embedding "
-                            "(as in byol-pytorch 0.9.1); pass views you made yourself as "
-                            "learner(view1, x2=view2)")
+                            "(0.9.1's); pass views you made as learner(view1, x2=view2)")
         if return_embedding:
             return self._embed(self._prepare(x, "x", self.expects_unit_range), return_projection)
         if self.training and self.target_encoder is not None:
@@ -194,28 +182,25 @@ class BYOL(nn.Module):
                 raise ValueError(f"the two views must have the same batch size, got "
                                  f"{view1.shape[0]} and {view2.shape[0]}")
         if self.training and view1.shape[0] < 2:
-            raise ValueError("a batch of 1 cannot be trained: the projector's BatchNorm needs at "
-                             "least 2 samples; use a larger batch (or call learner.eval())")
+            raise ValueError("a batch of 1 cannot be trained (BatchNorm needs 2+ samples); use a "
+                             "larger batch, or learner.eval()")
         sizes = {tuple(view1.shape[-2:]), tuple(view2.shape[-2:])}
         if sizes == {self.image_size}:
             return self._loss(view1, view2)
         self._warn_once("size", f"the views are {' and '.join(map(str, sorted(sizes)))} but "
-                        f"image_size is {self.image_size}: the representation was sized and "
-                        "embeddings are taken at image_size; pass image_size=<the views' size>", 5)
+                        f"image_size is {self.image_size}: pass image_size=<their size>", 5)
         try:
             return self._loss(view1, view2)
         except (RuntimeError, AssertionError, ValueError) as err:
-            raise ValueError(f"the backbone failed on views of size {sorted(sizes)} (image_size "
-                             f"is {self.image_size}): {type(err).__name__}: {err}\nMake the "
-                             "augmentations output image_size, or pass the views' size as "
-                             "image_size") from err
+            raise ValueError(f"the backbone failed on views of size {sorted(sizes)} (image_size is"
+                             f" {self.image_size}): {type(err).__name__}: {err}\nMake the views "
+                             "image_size, or pass their size as image_size") from err
 
     def _embed(self, x: Tensor, return_projection: bool) -> Tensor | tuple[Tensor, Tensor]:
         if self.training:
             if x.shape[0] < 2:
-                raise ValueError("a single image cannot be embedded in train mode (BatchNorm "
-                                 "needs 2+ samples); call learner.eval() first, and take "
-                                 "embeddings under torch.no_grad()")
+                raise ValueError("a single image cannot be embedded in train mode (BatchNorm needs "
+                                 "2+ samples); call learner.eval() first, under torch.no_grad()")
             self._warn_once("train", "embeddings taken in train mode depend on the rest of the "
                             "batch and update the BatchNorm running statistics; call "
                             "learner.eval() first (and learner.train() before training again)", 6)
@@ -249,8 +234,8 @@ class BYOL(nn.Module):
         # Augmentation is preprocessing: in the images' dtype, outside any autocast region.
         with torch.autocast(device_type=x.device.type, enabled=False):
             view = fn(x)
+        got = tuple(view.shape) if isinstance(view, Tensor) else type(view).__name__
         if not isinstance(view, Tensor) or view.dim() != 4 or view.shape[0] != x.shape[0]:
-            got = tuple(view.shape) if isinstance(view, Tensor) else type(view).__name__
             raise ValueError(f"augment_fn must map a (B, C, H, W) batch to a (B, C, H', W') batch "
                              f"of views, got {got} for input {tuple(x.shape)}")
         if view.shape[1] != self.in_channels:
@@ -305,13 +290,10 @@ class BYOL(nn.Module):
 def unwrap(model: nn.Module) -> nn.Module:
     """Strip ``DistributedDataParallel``/``DataParallel`` (``.module``) and ``torch.compile``
     (``._orig_mod``) wrappers, in any nesting."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    while isinstance(model, wrappers) or isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model.module if isinstance(model, wrappers) else model._orig_mod
+    return model
 
 
 def update_moving_average(model: nn.Module) -> None:

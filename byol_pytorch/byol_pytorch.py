@@ -51,7 +51,7 @@ def default(val: T | None, def_val: T) -> T:
 
 
 def singleton(cache_key: str) -> Callable:
-    """Method decorator: the first result is kept in ``self.<cache_key>`` until that is set to None."""
+    """Method decorator: the first result stays in ``self.<cache_key>`` until it is set to None."""
     def decorate(fn: Callable) -> Callable:
         @wraps(fn)
         def cached(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -250,8 +250,9 @@ def adopt_0_9_1_state_dict(learner: BYOL, state_dict: dict[str, Any], prefix: st
     if strict:
         saved_sem = any(k.startswith(prefix + "online_encoder.projector.0.0.") for k in state_dict)
         built_sem = any(isinstance(m, SEM) for m in learner.online_encoder.projector.modules())
+        built_target = learner.target_encoder is not None
         for name, saved, built in (("use_simplicial_embeddings", saved_sem, built_sem),
-                                   ("use_momentum", has_target, learner.target_encoder is not None)):
+                                   ("use_momentum", has_target, built_target)):
             if saved != built:
                 raise RuntimeError(f"this byol-pytorch 0.9.1 state dict was saved with {name}="
                                    f"{saved}: build BYOL(..., {name}={saved}) to load it "

@@ -1,4 +1,4 @@
-"""The target network: a frozen copy of the online network, moved by an exponential moving average."""
+"""The target network: a frozen copy of the online network moved by an exponential average."""
 
 from __future__ import annotations
 
@@ -25,11 +25,9 @@ def _pairs(target: nn.Module, online: nn.Module, kind: str) -> tuple[list, list]
 
 @torch.no_grad()
 def ema_update_(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """In place: ``target = tau * target + (1 - tau) * online`` for parameters; buffers are copied.
-
-    One fused ``torch._foreach_lerp_`` per call; buffers (BatchNorm statistics) are copied, not
-    averaged, as in the official code. ``tau=0`` makes the target a copy of the online network.
-    """
+    """In place: ``target = tau * target + (1 - tau) * online`` for parameters, one fused
+    ``torch._foreach_lerp_``; buffers (BatchNorm statistics) are copied, as the official code does.
+    ``tau=0`` makes the target a copy of the online network."""
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must lie in [0, 1], got {tau}")
     t_params, o_params = _pairs(target, online, "parameters")

@@ -1,4 +1,4 @@
-"""The representation of any backbone: hidden-layer lookup, a hooked feature extractor, + projector."""
+"""The representation of any backbone: hidden-layer lookup, a hooked extractor, its projector."""
 
 from __future__ import annotations
 
@@ -60,10 +60,7 @@ class FeatureExtractor(nn.Module):
         self.num_prefix_tokens = int(getattr(net, "num_prefix_tokens", hasattr(net, "class_token")))
         layer = resolve_layer(net, hidden_layer)
         self.uses_output = layer is None  # the representation is the backbone's own output
-        # the hooked layer's outputs, kept only while this module's own forward runs: the backbone
-        # called on its own (an eval loop, another extractor) must not leave activations here
-        self._captured: list[Tensor] = []
-        self._capturing = False
+        self._captured, self._capturing = [], False  # only in forward: no activations kept
         if layer is not None:
             layer.register_forward_hook(self._capture)
 
@@ -96,9 +93,8 @@ class FeatureExtractor(nn.Module):
 
     def dry_run(self, shape: tuple[int, ...]) -> tuple[Tensor, set[str]]:
         """Representation (B, D) of random images of ``shape`` and the names of ``net``'s
-        parameters it uses (a classifier after the hooked layer is not: DDP must ignore it). Runs
-        on the backbone's device and dtype in eval mode under no_grad, so BatchNorm statistics
-        stay as they were; every module's train/eval flag is restored."""
+        parameters it uses (not a classifier after the hooked layer: DDP must ignore it); on the
+        backbone's device and dtype, eval mode, no_grad: BatchNorm statistics and modes stay."""
         tensors = [*self.net.parameters(), *self.net.buffers()]
         device = tensors[0].device if tensors else torch.device("cpu")
         dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)

@@ -14,7 +14,7 @@ def byol_loss(q: Tensor, z: Tensor) -> Tensor:
     """q: (B, D) online predictions, z: (B, D) target projections (the caller detaches them) ->
     () float32 mean over the batch of ``2 - 2 cos(q, z)`` (paper eq. 2)."""
     if q.shape != z.shape or q.dim() != 2:
-        raise ValueError(f"byol_loss expects two (B, D) tensors of equal shape, got {tuple(q.shape)} "
+        raise ValueError(f"byol_loss expects two (B, D) tensors of one shape, got {tuple(q.shape)} "
                          f"and {tuple(z.shape)}")
     # fp32 even under autocast: normalising low-precision vectors loses the small angles that
     # carry the signal late in training.

@@ -28,13 +28,11 @@ def projection_std(z: Tensor) -> Tensor:
 
 
 def is_collapsed(std: float | Tensor, dim: int, ratio: float = 0.1, warn: bool = True) -> bool:
-    """Whether ``std`` (from :func:`projection_std`) fell below ``ratio / sqrt(dim)``; warns if so."""
-    value = float(std)
-    threshold = ratio / math.sqrt(dim)
-    collapsed = value < threshold
-    if collapsed and warn:
+    """Whether ``std`` (:func:`projection_std`) fell below ``ratio / sqrt(dim)``; warns if so."""
+    value, threshold = float(std), ratio / math.sqrt(dim)
+    if value < threshold and warn:
         warnings.warn(f"representation collapse: projection std {value:.4g} < {threshold:.4g} "
-                      f"({ratio} x 1/sqrt({dim})); lower the learning rate, check the augmentations "
-                      "and that update_moving_average() runs after every optimizer step",
+                      f"({ratio} x 1/sqrt({dim})); lower the learning rate, check the views and "
+                      "that update_moving_average() runs after every optimizer step",
                       CollapseWarning, stacklevel=2)
-    return collapsed
+    return value < threshold

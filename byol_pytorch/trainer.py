@@ -64,7 +64,8 @@ class BYOLTrainer(nn.Module):
         super().__init__()
         if num_train_steps <= 0 or batch_size < 2 or checkpoint_every <= 0:
             raise ValueError("num_train_steps and checkpoint_every must be positive and "
-                             f"batch_size >= 2, got {num_train_steps}, {checkpoint_every}, {batch_size}")
+                             f"batch_size >= 2, got {num_train_steps}, {checkpoint_every}, "
+                             f"{batch_size}")
         if accelerator_kwargs:
             warnings.warn("accelerator_kwargs are ignored: this trainer does not use accelerate",
                           stacklevel=2)
@@ -82,7 +83,8 @@ class BYOLTrainer(nn.Module):
         self.dataloader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None,
                                      sampler=sampler, drop_last=True)
         if len(self.dataloader) == 0:
-            raise ValueError(f"the dataset has fewer than batch_size={batch_size} images per process")
+            raise ValueError(f"the dataset has fewer than batch_size={batch_size} images per "
+                             "process")
         self.num_train_steps = num_train_steps
         self.checkpoint_every = checkpoint_every
         self.checkpoint_folder = Path(checkpoint_folder)
@@ -111,7 +113,8 @@ class BYOLTrainer(nn.Module):
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 if self.is_main and self.step % self.checkpoint_every == 0:
-                    path = self.checkpoint_folder / f"checkpoint.{self.step // self.checkpoint_every}.pt"
+                    k = self.step // self.checkpoint_every
+                    path = self.checkpoint_folder / f"checkpoint.{k}.pt"
                     torch.save(self.net.state_dict(), path)
                 self.step += 1
                 if self.step >= self.num_train_steps:

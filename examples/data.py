@@ -51,7 +51,7 @@ __all__ = [
     "SeededViews", "SubstitutingViews", "ReplaceUnreadable", "BadImageError", "read_image",
     "readable_item", "SeededSampler", "eval_transform", "train_eval_transform", "build_dataset",
     "shard", "to_device_images", "TensorImageDataset", "default_workers", "load_npz",
-    "load_digits", "pretrain_loader",
+    "load_digits", "pretrain_loader", "labelled_splits",
 ]
 
 DATASETS = ("folder", "cifar10", "cifar100", "stl10", "npz", "digits")
@@ -432,3 +432,11 @@ def pretrain_loader(args: Any, rank: int, world_size: int, pin_memory: bool
                         pin_memory=pin_memory, persistent_workers=args.workers > 0,
                         generator=torch.Generator().manual_seed(args.seed))
     return loader, sampler, num_classes
+
+
+def labelled_splits(args: Any, transform: Callable) -> list[Dataset]:
+    """pretrain.py's labelled (train, val) splits for kNN monitoring, unreadable images replaced."""
+    return [ReplaceUnreadable(build_dataset(args.dataset, args.data_path, part, transform,
+                                            val_fraction=args.val_fraction,
+                                            split_seed=args.split_seed)[0])
+            for part in ("train", "val")]

@@ -104,7 +104,8 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None, val_view: Any =
 
     ``train_view(image_size)`` builds the training split's transform instead of the centre crop;
     ``val_view(image_size, resize_size)`` the validation split's (and the training split's without
-    ``train_view``) instead of ``data.eval_transform``. SystemExit with a clear message on bad input.
+    ``train_view``) instead of ``data.eval_transform``. SystemExit with a clear message on bad
+    input.
     """
     if not Path(args.checkpoint).is_file():
         raise fail(f"--checkpoint {args.checkpoint!r} does not exist")

@@ -40,6 +40,7 @@ from common import (DistInfo, fail, gather_rng_states, is_main_process, load_che
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from byol_pytorch import __version__
 from byol_pytorch.monitor import CollapseWarning, is_collapsed
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what SLURM and torchrun send before a kill
@@ -503,7 +504,7 @@ class Guards:
                              epoch=sched.step // sched.steps_per_epoch,
                              steps_per_epoch=sched.steps_per_epoch,
                              world_size=self.run.world_size, rng=rng, args=p["args"],
-                             version=p["args"].get("version"))
+                             version=__version__)
                 self.checkpoints.write(state, sched.step)
                 save_backbone(learner.net, self.checkpoints.out)
             self.checkpoints.last = (self.checkpoints.path(sched.step), sched.step)

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
@@ -40,8 +39,8 @@ import recipes  # noqa: E402
 from common import (DistInfo, RunLog, Timer, cleanup_distributed, env_world_size,  # noqa: E402
                     fail, init_distributed, load_backbone_weights, mean_over_ranks,
                     parse_hidden_layer, print0, read_backbone, seed_everything)
-from data import (DATASETS, ReplaceUnreadable, build_dataset, check_data_args,  # noqa: E402
-                  default_workers, eval_transform, pretrain_loader, to_device_images)
+from data import (DATASETS, check_data_args, default_workers, eval_transform,  # noqa: E402
+                  labelled_splits, pretrain_loader, to_device_images)
 from evaluation import knn_monitor  # noqa: E402
 from faults import Guards, add_fault_args, checkpoint_to_resume, stop_signals  # noqa: E402
 
@@ -219,7 +218,7 @@ def build_optimizer(args: argparse.Namespace, learner: nn.Module) -> torch.optim
 
 @dataclass
 class Schedule:
-    """Global-step bookkeeping: the LR per optimizer step from warmup_cosine (tau: the learner's)."""
+    """Global-step bookkeeping: the LR of each optimizer step (tau is the learner's)."""
 
     steps_per_epoch: int
     total_steps: int
@@ -230,8 +229,8 @@ class Schedule:
 
     def lr(self, step: int | None = None) -> float:
         """The LR of the step after ``step`` steps (default: the steps done)."""
-        step = self.step if step is None else step
-        return warmup_cosine(step, self.total_steps, self.peak_lr, self.warmup_steps)
+        return warmup_cosine(self.step if step is None else step, self.total_steps, self.peak_lr,
+                             self.warmup_steps)
 
     @property
     def done(self) -> bool:
@@ -240,11 +239,8 @@ class Schedule:
 
 def forward_backward(model: nn.Module, learner: BYOL, data, scaler: torch.amp.GradScaler,
                      args: argparse.Namespace, run: DistInfo, guards: Guards) -> Tensor:
-    """Forward and backward of every micro-step of one optimizer step; the summed loss ().
-
-    Each batch is uint8 (B, 2, 3, S, S): both views' crops, cut by the workers; the rest of each
-    view's augmentation runs here, on the device.
-    """
+    """Forward and backward of one optimizer step's micro-steps -> the summed loss (). Batches
+    are uint8 (B, 2, 3, S, S) crops of both views (the workers'); the rest is made here."""
     inner = getattr(model, "_orig_mod", model)  # torch.compile wraps the DDP module
     step_loss = torch.zeros((), device=run.device)
     for micro in range(args.accum_steps):
@@ -344,10 +340,10 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo, signals
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "args.json").write_text(json.dumps(json_args, indent=2))
-    if args.preset == "imagenet":
-        print0(f"imagenet preset: the official {recipes.imagenet_settings(args.epochs)[0]}-epoch "
-               "settings (byol/configs/byol.py) for base LR, weight decay, tau not given")
-    print0(f"byol-torch {__version__} | {run.world_size} process(es) on {run.device.type}\n"
+    official = f", the official {recipes.imagenet_settings(args.epochs)[0]}-epoch settings " \
+        "(byol/configs/byol.py) where not given" if args.preset == "imagenet" else ""
+    print0(f"byol-torch {__version__} | {run.world_size} process(es) on {run.device.type} | "
+           f"preset {args.preset}{official}\n"
            + "\n".join(f"  {k}: {v}" for k, v in sorted(vars(args).items())))
 
     # ======================= data =======================
@@ -358,16 +354,11 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo, signals
         raise fail(str(err)) from None
     micro_batch, steps_per_epoch = loader.batch_size, len(loader) // args.accum_steps
     if steps_per_epoch == 0:
-        raise fail(f"{len(loader.dataset)} images give no full batch of {args.batch_size}; lower "
-                   "--batch-size")
-    knn_sets = None
-    if args.knn_every:
-        if num_classes is None:
-            raise fail("--knn-every needs a labelled data set")
-        view = eval_transform(*recipes.eval_sizes(args.preset, args.image_size))
-        knn_sets = [ReplaceUnreadable(build_dataset(
-            args.dataset, args.data_path, part, view, val_fraction=args.val_fraction,
-            split_seed=args.split_seed)[0]) for part in ("train", "val")]
+        raise fail(f"{len(loader.dataset)} images give no batch of {args.batch_size}: lower it")
+    if args.knn_every and num_classes is None:
+        raise fail("--knn-every needs a labelled data set")
+    knn_sets = labelled_splits(args, eval_transform(*recipes.eval_sizes(
+        args.preset, args.image_size))) if args.knn_every else None
     total_steps = args.epochs * steps_per_epoch
     sched = Schedule(steps_per_epoch, total_steps, int(args.warmup_epochs * steps_per_epoch),
                      args.base_lr * args.batch_size / 256, args.max_steps)
@@ -395,8 +386,7 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo, signals
     optimizer = build_optimizer(args, learner)
     scaler = torch.amp.GradScaler(run.device.type, enabled=args.amp == "fp16")
     print0(f"model: {args.backbone} ({sum(p.numel() for p in learner.net.parameters()) / 1e6:.1f}M"
-           f" params), representation {learner.online_predictor[0].in_features}-d -> "
-           f"{args.proj_dim}, optimizer {args.optimizer}")
+           f" params), optimizer {args.optimizer}")
 
     # ======================= resume =======================
     model: nn.Module = learner

@@ -51,7 +51,8 @@ def load_digits_images(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def small_resnet() -> nn.Module:
     """A half-width ResNet-10 (timm; one BasicBlock per stage) with the CIFAR stem: 1.2M params."""
-    net = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10, stem_width=32, channels=(32, 64, 128, 256))
+    net = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10, stem_width=32,
+                 channels=(32, 64, 128, 256))
     return cifar_stem_(net)
 
 
@@ -66,8 +67,10 @@ def knn_top1(learner: BYOL, train_x, train_y, test_x, test_y) -> float:
     """kNN (k=20) top-1 accuracy of the learner's representation, in percent."""
     was_training = learner.training
     learner.eval()
-    embed = lambda x: torch.cat([learner(b, return_embedding=True, return_projection=False)
-                                 for b in x.split(256)])
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([learner(b, return_embedding=True, return_projection=False)
+                          for b in x.split(256)])
+
     acc = knn_accuracy(embed(train_x), train_y, embed(test_x), test_y, k=20)["knn_top1@20"]
     learner.train(was_training)
     return acc
@@ -78,7 +81,8 @@ def main(args: argparse.Namespace) -> None:
     images, labels = load_digits_images(args.image_size)
     order = torch.randperm(len(images))
     test_idx, train_idx = order[: args.test_size], order[args.test_size:]
-    train_x, train_y, test_x, test_y = images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
+    train_x, train_y = images[train_idx], labels[train_idx]
+    test_x, test_y = images[test_idx], labels[test_idx]
 
     backbone = small_resnet()
     steps_per_epoch = len(train_x) // args.batch_size
@@ -96,7 +100,8 @@ def main(args: argparse.Namespace) -> None:
     start = time.time()
     for epoch in range(args.epochs):
         perm = torch.randperm(len(train_x))[: steps_per_epoch * args.batch_size]
-        bar = tqdm(perm.view(steps_per_epoch, args.batch_size), desc=f"epoch {epoch + 1}/{args.epochs}")
+        bar = tqdm(perm.view(steps_per_epoch, args.batch_size),
+                   desc=f"epoch {epoch + 1}/{args.epochs}")
         for batch_idx in bar:
             loss = learner(train_x[batch_idx])
             optimizer.zero_grad(set_to_none=True)

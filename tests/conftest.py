@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import subprocess
@@ -18,6 +17,8 @@ from torch import nn
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MINI_CIFAR = REPO_ROOT.parent / "shared" / "data" / "cifar10_mini_train.npz"
 EXAMPLES = REPO_ROOT / "examples"
+# Intra-op threads of every test and of the 0.9.1 peer: two cores on CI, do not oversubscribe.
+THREADS = min(2, os.cpu_count() or 1)
 sys.path.insert(0, str(EXAMPLES))
 from common import read_log  # noqa: E402,F401  (examples/common.py: pretrain.py's log.jsonl)
 
@@ -29,8 +30,7 @@ TINY = ["--image-size", "16", "--batch-size", "8", "--proj-dim", "16", "--proj-h
 def run_script(script: str | Path, *args: str, nproc: int = 1, timeout: int = 300,
                env: dict[str, str] | None = None, torchrun_args: tuple[str, ...] = (),
                check: bool = True) -> subprocess.CompletedProcess:
-    """Run examples/<script> (or the script at a path; under torchrun for nproc > 1, with
-    ``torchrun_args``), with ``env`` added to the environment; ``check``: exit status 0."""
+    """examples/<script> (or a path), under torchrun for nproc > 1; ``check``: exit status 0."""
     cmd = [sys.executable, str(EXAMPLES / script), *map(str, args)]
     if nproc > 1:
         cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
@@ -39,18 +39,15 @@ def run_script(script: str | Path, *args: str, nproc: int = 1, timeout: int = 30
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **(env or {})}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
                           env=env, check=False)
-    if check:
-        assert proc.returncode == 0, (f"{script} failed:\n{proc.stdout[-3000:]}\n"
-                                      f"{proc.stderr[-3000:]}")
+    assert not check or proc.returncode == 0, (f"{script} failed:\n{proc.stdout[-3000:]}\n"
+                                               f"{proc.stderr[-3000:]}")
     return proc
 
 
 def assert_same_model(a: Path, b: Path) -> None:
     """The two checkpoints hold bit-identical learner tensors (online, predictor, target)."""
     a, b = (torch.load(p, weights_only=True)["model"] for p in (a, b))
-    assert a.keys() == b.keys()
-    for key, value in a.items():
-        assert torch.equal(value, b[key]), key
+    assert a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
 
 
 def pretrain_error(argv: list[str], capsys) -> str:
@@ -72,11 +69,10 @@ def class_images(rng: np.random.Generator, label: int, n: int, size: int) -> np.
 @pytest.fixture(scope="module")
 def npz_file(tmp_path_factory) -> Path:
     """48 labelled 16x16 images in the npz format (train_images, train_labels)."""
-    path = tmp_path_factory.mktemp("npz") / "tiny.npz"
-    rng = np.random.default_rng(1)
+    path, rng = tmp_path_factory.mktemp("npz") / "tiny.npz", np.random.default_rng(1)
     labels = np.arange(48) % 3
-    images = np.concatenate([class_images(rng, int(y), 1, 16) for y in labels])
-    np.savez(path, train_images=images, train_labels=labels.astype(np.int64))
+    np.savez(path, train_images=np.concatenate([class_images(rng, y, 1, 16) for y in labels]),
+             train_labels=labels.astype(np.int64))
     return path
 
 
@@ -99,12 +95,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _threads() -> None:
-    # Two cores on CI: keep intra-op threads bounded so that subprocess tests do not oversubscribe.
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(THREADS)
 
 
 class TinyNet(nn.Module):
@@ -112,10 +103,8 @@ class TinyNet(nn.Module):
 
     def __init__(self, width: int = 8, num_classes: int = 5) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, width, 3, padding=1)
-        self.bn = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv, self.bn = nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width)
+        self.relu, self.pool = nn.ReLU(), nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,15 +118,14 @@ def tiny_net() -> TinyNet:
 
 @pytest.fixture
 def images() -> torch.Tensor:
-    """(4, 3, 16, 16) float images in [0, 1]."""
-    return torch.rand(4, 3, 16, 16)
+    return torch.rand(4, 3, 16, 16)  # (B, C, H, W) float in [0, 1]
 
 
 def make_learner(net: nn.Module | None = None, **overrides):
     """A BYOL learner with small heads around TinyNet (16 px), so that CPU tests stay fast."""
     from byol_pytorch import BYOL
 
-    kwargs = {**dict(image_size=16, projection_size=8, projection_hidden_size=16), **overrides}
+    kwargs = dict(image_size=16, projection_size=8, projection_hidden_size=16) | overrides
     return BYOL(net if net is not None else TinyNet(), **kwargs)
 
 
@@ -159,18 +147,14 @@ def train_steps(learner, images: torch.Tensor, steps: int = 1, lr: float = 0.1,
 
 @pytest.fixture(scope="session")
 def peer_runs(tmp_path_factory) -> dict:
-    """What tests/peer/run_0_9_1.py produces in byol-pytorch 0.9.1's own interpreter
-    (``BYOL_PEER_PYTHON``); the test skips without one."""
-    python = os.environ.get("BYOL_PEER_PYTHON")
-    if not python:
-        pytest.skip("BYOL_PEER_PYTHON (an interpreter with byol-pytorch 0.9.1) is not set")
+    """tests/peer/run_0_9_1.py's output in 0.9.1's interpreter (``BYOL_PEER_PYTHON``) or a skip."""
+    python = os.environ.get("BYOL_PEER_PYTHON") or pytest.skip(
+        "BYOL_PEER_PYTHON (an interpreter with byol-pytorch 0.9.1) is not set")
     out = tmp_path_factory.mktemp("peer") / "runs.pt"
-    script = REPO_ROOT / "tests" / "peer" / "run_0_9_1.py"
-    # -I and another cwd: this repository's byol_pytorch must not shadow the peer's
-    # The same torch thread count as this process: training from the same start is compared to
-    # rounding, and a different thread count changes the rounding of every reduction.
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.run([python, "-I", str(script), str(out)], cwd=out.parent,
-                          capture_output=True, text=True, env=env)
+    # -I and another cwd: this repository's byol_pytorch must not shadow the peer's. The tests'
+    # thread count: training from one start is compared to rounding, which threads change.
+    proc = subprocess.run([python, "-I", str(REPO_ROOT / "tests/peer/run_0_9_1.py"), str(out)],
+                          cwd=out.parent, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return torch.load(out)

@@ -21,29 +21,23 @@ import pretrain  # noqa: E402
 KINDS = ("nan", "overflow", "sigterm", "sigusr1", "sigterm-parent", "exit")
 
 
-def planned(rank: int) -> dict[int, set[str]]:
-    plan: dict[int, set[str]] = {}
+def main() -> None:
+    plan: dict[int, set[str]] = {}  # step -> the faults of this rank at it
     for item in filter(None, os.environ.get("BYOL_TEST_FAULTS", "").split(",")):
         kind, _, where = item.partition("@")
         step, _, only = where.partition(":")
         assert kind in KINDS and step.isdigit(), f"bad fault {item!r}"
-        if not only or int(only) == rank:
+        if not only or only == os.environ.get("RANK", "0"):
             plan.setdefault(int(step), set()).add(kind)
-    return plan
-
-
-def main() -> None:
-    plan = planned(int(os.environ.get("RANK", "0")))
     check = faults.Guards.check
 
     def check_with_faults(self, step, step_loss, learner, *args):
         kinds = plan.get(step, set())
-        grads = [p.grad for p in learner.parameters() if p.grad is not None]
         if "nan" in kinds:
             step_loss.mul_(float("nan"))  # in place: the loss the loop logs is NaN too
-        if kinds & {"nan", "overflow"}:
-            for g in grads:
-                g.mul_(float("nan") if "nan" in kinds else float("inf"))
+        for g in (p.grad for p in learner.parameters() if kinds & {"nan", "overflow"}
+                  and p.grad is not None):
+            g.mul_(float("nan") if "nan" in kinds else float("inf"))
         for kind in kinds & {"sigterm", "sigusr1"}:
             os.kill(os.getpid(), signal.SIGTERM if kind == "sigterm" else signal.SIGUSR1)
         if "sigterm-parent" in kinds:

@@ -24,24 +24,19 @@ def _floats(v: Any, n: int, name: str, hi: float = float("inf")) -> tuple:
 
 
 class BYOLAugment(nn.Module):
-    """One BYOL view, random parameters drawn PER IMAGE on the images' device.
+    """One BYOL view, random parameters drawn PER IMAGE on the images' device: (B, C, H, W) float
+    in [0, 1] -> (B, C, S_h, S_w) normalised, same dtype, device and memory format. Random resized
+    crop (``crop_scale``/``crop_ratio``: area and w / h bounds), flip, colour jitter (a random op
+    order per image), grayscale, blur, solarisation, normalisation; an image that does not draw an
+    op keeps it exactly. One ``torch.compile`` graph; ``forward`` = ``apply(x, sample_params())``.
 
-    (B, C, H, W) float in [0, 1] -> (B, C, S_h, S_w) normalised, same dtype, device and memory
-    format: random resized crop (``crop_scale``, ``crop_ratio``: area fraction and w / h bounds),
-    flip, colour jitter (ops in a random order per image), grayscale, blur, solarisation,
-    normalisation (``mean``, ``std``). Images that do not draw an op stay exactly unchanged.
-    One ``torch.compile`` graph. ``forward(x, generator)`` = ``apply(x, sample_params(...))``.
-
-    ``jitter``: strengths (b, c, s, h) of brightness, contrast, saturation, hue; hue shifts
-    by U(-h, h) turns (HSV) in both styles; strength 0 skips the op. ``jitter_style`` (each op
-    clips to [0, 1]): ``"byol"``, DeepMind's official code (``byol/utils/augmentations.py``,
-    TF's ops): ``x + U(-b, b)``; each channel scaled around ITS OWN mean by U(1 - c, 1 + c);
-    HSV saturation ``clip(sat * f, 0, 1)``, f ~ U(1 - s, 1 + s). ``"torchvision"``,
-    ``ColorJitter`` (solo-learn's recipes): ``x * f``; blend with the grey image's mean; blend
-    with the grey image; f ~ U(max(0, 1 - v), 1 + v). About half as strong as ``"byol"``.
-    ``blur_kernel_size``: odd; None: the official ``2 * int(min(image_size) / 20) + 1`` (1, no
-    blur, below 20 px); zero padding. ``crop=False``: inputs already cropped to ``image_size``
-    (by data-loading workers), flipped but not resampled.
+    ``jitter``: strengths (b, c, s, h); hue shifts by U(-h, h) turns (HSV); 0 skips the op.
+    ``jitter_style`` (each op clips to [0, 1]): ``"byol"`` (the official code, TF's ops): ``x +
+    U(-b, b)``; each channel scaled around ITS OWN mean by U(1 - c, 1 + c); HSV saturation times
+    U(1 - s, 1 + s). ``"torchvision"`` (``ColorJitter``, solo-learn): ``x * f``; blends with the
+    grey image's mean and with the grey image; f ~ U(max(0, 1 - v), 1 + v): half as strong.
+    ``blur_kernel_size``: odd; None: the official ``2 * int(min(image_size) / 20) + 1`` (1 below
+    20 px), zero padding. ``crop=False``: inputs already cropped to ``image_size`` by the workers.
     """
 
     def __init__(self, image_size: int | tuple[int, int], *,
