@@ -26,15 +26,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import env_lines, git_rev, table  # noqa: E402
-from step import IMPLS, Worker  # noqa: E402
+from step import PEER_PYTHON, Worker, python_for  # noqa: E402
 
 MIB = 2 ** 20
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--peer-python",
-                   default=os.environ.get("BYOL_PEER_PYTHON", "/work/peervenv/bin/python"))
+    p.add_argument("--peer-python", default=PEER_PYTHON)
     p.add_argument("--device", default="cpu")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--image-size", type=int, default=64)
@@ -55,8 +54,7 @@ def main() -> None:
     rows = []
     kind = ""
     for name in args.impls.split(","):
-        python = args.peer_python if IMPLS[name][0] == "peer" else sys.executable
-        w = Worker(name, python, args, cfg, env_extra=env)
+        w = Worker(name, python_for(name, args), args, cfg, env_extra=env)
         try:
             info = w.ready()
             rep = w.ask(cmd="mem", steps=args.steps)

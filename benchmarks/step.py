@@ -246,6 +246,9 @@ class Worker:
         self._tmp.cleanup()
 
 
+PEER_PYTHON = os.environ.get("BYOL_PEER_PYTHON", "/work/peervenv/bin/python")
+
+
 def python_for(name: str, args: argparse.Namespace) -> str:
     return args.peer_python if IMPLS[name][0] == "peer" else sys.executable
 
@@ -315,8 +318,7 @@ def run_config(cfg: dict, args: argparse.Namespace, impls: list[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
-    p.add_argument("--peer-python",
-                   default=os.environ.get("BYOL_PEER_PYTHON", "/work/peervenv/bin/python"),
+    p.add_argument("--peer-python", default=PEER_PYTHON,
                    help="interpreter of the virtualenv where byol-pytorch 0.9.1 is installed")
     p.add_argument("--impls", help=f"comma-separated subset of {list(IMPLS)}")
     p.add_argument("--batch", help="comma-separated batch sizes (overrides the config)")

@@ -234,8 +234,8 @@ class BYOL(nn.Module):
         # Augmentation is preprocessing: in the images' dtype, outside any autocast region.
         with torch.autocast(device_type=x.device.type, enabled=False):
             view = fn(x)
-        got = tuple(view.shape) if isinstance(view, Tensor) else type(view).__name__
         if not isinstance(view, Tensor) or view.dim() != 4 or view.shape[0] != x.shape[0]:
+            got = tuple(view.shape) if isinstance(view, Tensor) else type(view).__name__
             raise ValueError(f"augment_fn must map a (B, C, H, W) batch to a (B, C, H', W') batch "
                              f"of views, got {got} for input {tuple(x.shape)}")
         if view.shape[1] != self.in_channels:

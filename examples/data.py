@@ -93,13 +93,6 @@ class _PlainTensor(torch.nn.Module):
         return x.as_subclass(Tensor).contiguous()
 
 
-def _image_size(img: Any) -> tuple[int, int]:
-    """(H, W) of a PIL image or a (C, H, W) tensor."""
-    if isinstance(img, Tensor):
-        return int(img.shape[-2]), int(img.shape[-1])
-    return img.height, img.width
-
-
 def _rgb_uint8(img: Any) -> Tensor:
     """PIL image or uint8 (C, H, W) tensor -> uint8 (3, H, W) tensor."""
     if not isinstance(img, Tensor):
@@ -126,7 +119,7 @@ class PretrainViews:
     def crop(self, img: Any, views: int = 1) -> Tensor:
         """``views`` crops of one image: uint8 (views, 3, S, S)."""
         img = _rgb_uint8(img)  # once: tensor crops of uint8 measured 2.5x faster than PIL's
-        boxes = sample_crop_boxes(views, *_image_size(img), self.scale, self.ratio,
+        boxes = sample_crop_boxes(views, *img.shape[-2:], self.scale, self.ratio,
                                   generator=self.generator)
         return torch.stack([TF.resized_crop(img, *box, [self.image_size, self.image_size],
                                             interpolation=InterpolationMode.BICUBIC,

@@ -16,13 +16,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import recipes
-from common import (DistInfo, all_gather_varsize, fail, load_backbone_weights, parse_hidden_layer,
-                    read_backbone)
+from common import DistInfo, all_gather_varsize, fail, parse_hidden_layer, read_backbone
 from data import build_dataset, check_data_args, default_workers, eval_transform, shard
 
 from byol_pytorch import FeatureExtractor, Normalize
 from byol_pytorch.augment import IMAGENET_MEAN, IMAGENET_STD, to_float_images
-from byol_pytorch.deepmind import same_padding_
 from byol_pytorch.eval import extract_features, knn_accuracy
 from byol_pytorch.features import HiddenLayer
 
@@ -129,11 +127,9 @@ def setup_eval(args: argparse.Namespace, train_view: Any = None, val_view: Any =
         args.workers = default_workers(args.dataset, cap=4)
     try:
         # models built for one input size (ViTs) are rebuilt at the pretraining size
-        backbone = recipes.create_backbone(args.backbone, cifar_stem=args.cifar_stem,
-                                           image_size=pre.get("image_size", args.image_size))
-        if pre.get("same_padding"):  # the paper's weights: TF "SAME" padding (README)
-            same_padding_(backbone)
-        load_backbone_weights(backbone, state, args.checkpoint)
+        backbone = recipes.rebuild_backbone(
+            args.backbone, state, args.checkpoint, same_padding=bool(pre.get("same_padding")),
+            cifar_stem=args.cifar_stem, image_size=pre.get("image_size", args.image_size))
         # the normalisation of the pretraining views (each CIFAR's own statistics, else ImageNet's)
         mean, std = recipes.normalization(pre.get("dataset", args.dataset))
         encoder = EvalEncoder(backbone, parse_hidden_layer(args.hidden_layer), args.token_pool,

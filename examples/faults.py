@@ -434,7 +434,7 @@ class Guards:
     collapse: CollapseMonitor
     bad_images: BadImages
     run: DistInfo
-    parts: dict[str, Any]  # learner, model, optimizer, scaler, sched, args (json)
+    parts: dict[str, Any]  # learner, optimizer, scaler, sched, args (json), clip_grad
 
     @staticmethod
     def check_args(args: argparse.Namespace) -> None:
@@ -448,7 +448,7 @@ class Guards:
 
     @classmethod
     def create(cls, args: argparse.Namespace, out: Path, signals: StopFlag, run: DistInfo,
-               learner: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer,
+               learner: nn.Module, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, sched: Any, json_args: dict) -> Guards:
         """From pretrain.py's arguments; a collective (the agreement's CPU group)."""
         checkpoints = Checkpoints(out, args.keep_last)
@@ -458,7 +458,7 @@ class Guards:
                    ScalerSkips(optimizer),
                    CollapseMonitor(args.proj_dim, args.collapse_ratio, args.collapse_patience,
                                    args.stop_on_collapse, checkpoints), BadImages(), run,
-                   dict(learner=learner, model=model, optimizer=optimizer, scaler=scaler,
+                   dict(learner=learner, optimizer=optimizer, scaler=scaler,
                         sched=sched, args=json_args, clip_grad=args.clip_grad))
 
     def snapshot(self, learner: nn.Module) -> list[Tensor] | None:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recipes  # noqa: E402
 from common import (DistInfo, RunLog, Timer, cleanup_distributed, env_world_size,  # noqa: E402
-                    fail, init_distributed, load_backbone_weights, mean_over_ranks,
+                    fail, init_distributed, mean_over_ranks,
                     parse_hidden_layer, print0, read_backbone, seed_everything)
 from data import (DATASETS, check_data_args, default_workers, eval_transform,  # noqa: E402
                   labelled_splits, pretrain_loader, to_device_images)
@@ -46,7 +46,6 @@ from faults import Guards, add_fault_args, checkpoint_to_resume, stop_signals  #
 
 from byol_pytorch import (BYOL, LARS, __version__, default_views, param_groups,  # noqa: E402
                           warmup_cosine)
-from byol_pytorch.deepmind import same_padding_  # noqa: E402
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LOGGED = ("loss", "lr", "tau", "projection_std", "knn_top1", "images_per_s")  # TensorBoard
@@ -160,6 +159,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     args.workers = default_workers(args.dataset, cap=8) if args.workers is None else args.workers
     args.hidden_layer = parse_hidden_layer(args.hidden_layer)
     per_rank = args.batch_size // (world * args.accum_steps)
+    data_error = check_data_args(args.dataset, args.data_path, args.download)
     for ok, message in [
         (args.image_size >= 8, f"--image-size must be >= 8, got {args.image_size}"),
         (0 <= args.warmup_epochs <= args.epochs, "--warmup-epochs must lie in [0, --epochs]"),
@@ -182,8 +182,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
          "under DDP only runs on GPUs); drop --sync-bn for CPU runs"),
         (not args.resume or args.resume == "auto" or Path(args.resume).is_file(),
          f"--resume {args.resume!r} does not exist"),
-        (not check_data_args(args.dataset, args.data_path, args.download),
-         check_data_args(args.dataset, args.data_path, args.download))]:
+        (not data_error, data_error)]:
         if not ok:
             raise fail(message)
     Guards.check_args(args)
@@ -196,15 +195,12 @@ def build_backbone(args: argparse.Namespace) -> nn.Module:
     zero-initialised, as the official ResNets), with the CIFAR stem if asked; then the weights of
     ``--init-from`` (with the paper's "SAME" padding for its converted weights)."""
     try:
-        net = recipes.create_backbone(args.backbone, image_size=args.image_size,
-                                      cifar_stem=args.cifar_stem, zero_init_residual=True)
-        if args.same_padding:  # the paper's converted weights (python -m byol_pytorch.convert)
-            same_padding_(net)
-        if args.init_from:
-            load_backbone_weights(net, read_backbone(args.init_from)[0], args.init_from)
+        return recipes.rebuild_backbone(
+            args.backbone, read_backbone(args.init_from)[0] if args.init_from else None,
+            args.init_from, same_padding=args.same_padding, image_size=args.image_size,
+            cifar_stem=args.cifar_stem, zero_init_residual=True)
     except (ValueError, RuntimeError, OSError) as err:
         raise fail(str(err)) from None
-    return net
 
 
 def build_optimizer(args: argparse.Namespace, learner: nn.Module) -> torch.optim.Optimizer:
@@ -394,8 +390,7 @@ def _train(args: argparse.Namespace, backbone: nn.Module, run: DistInfo, signals
         model = DDP(learner, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     if args.compile:
         model = torch.compile(model)
-    guards = Guards.create(args, out, signals, run, learner, model, optimizer, scaler, sched,
-                           json_args)
+    guards = Guards.create(args, out, signals, run, learner, optimizer, scaler, sched, json_args)
     found = checkpoint_to_resume(args.resume, guards.checkpoints)
     rng_states = guards.resume(*found, RESUME_ARGS) if found else None
     log = RunLog(out / "log.jsonl", run.is_main, LOGGED, args.tensorboard, sched.step)

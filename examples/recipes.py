@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 
 from byol_pytorch.augment import IMAGENET_MEAN, IMAGENET_STD
+from byol_pytorch.deepmind import same_padding_
 
 # Defaults per --preset (a flag given on the command line wins). "imagenet" is the official BYOL
 # code (deepmind-research byol/configs/byol.py: LARS eta 1e-3, 10 warm-up epochs, batch 4096; LR,
@@ -176,3 +177,18 @@ def create_backbone(name: str, *, cifar_stem: bool = False, image_size: int | No
     if zero_init_residual:
         zero_init_residual_(model)
     return cifar_stem_(model) if cifar_stem else model
+
+
+def rebuild_backbone(name: str, state: Mapping[str, torch.Tensor] | None, source: str | Path, *,
+                     same_padding: bool = False, **kwargs: Any) -> nn.Module:
+    """:func:`create_backbone` (``kwargs``), padded as the paper's network if ``same_padding`` (the
+    weights of ``python -m byol_pytorch.convert``), then ``state`` (read from ``source``) loaded:
+    the one way pretrain.py's ``--init-from`` and the evaluation scripts rebuild a backbone."""
+    from common import load_backbone_weights
+
+    net = create_backbone(name, **kwargs)
+    if same_padding:
+        same_padding_(net)
+    if state is not None:
+        load_backbone_weights(net, state, source)
+    return net

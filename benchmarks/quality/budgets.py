@@ -62,9 +62,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
              ">= 0.08, torchvision colour jitter, no blur, solarize 0/0.2; parameters per image), "
              "tau cosine from the budget's tau to 1, per-view BatchNorm statistics, loss "
              "(2 - 2cos) summed over both views"),
-    "ours-crop0.2": ("ours", dict(augment_preset="small", crop_scale=(0.2, 1.0)),
+    "ours-crop0.2": ("ours", dict(augment_preset="small", views=dict(crop_scale=(0.2, 1.0))),
                      "as ours but crop scale >= 0.2"),
-    "ours-crop0.4": ("ours", dict(augment_preset="small", crop_scale=(0.4, 1.0)),
+    "ours-crop0.4": ("ours", dict(augment_preset="small", views=dict(crop_scale=(0.4, 1.0))),
                      "as ours but crop scale >= 0.4 (the quickstart's)"),
     "ours-colour0.5": ("ours", dict(augment_preset="small",
                                     views=dict(jitter=(0.2, 0.2, 0.1, 0.05), grayscale_p=0.1)),

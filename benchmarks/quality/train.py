@@ -257,9 +257,7 @@ def build_ours(kwargs: dict[str, Any], net: nn.Module, cfg: dict[str, Any],
     kwargs = dict(kwargs)
     cosine = kwargs.pop("cosine_tau", True)
     kwargs.setdefault("moving_average_decay", cfg["tau"])
-    views = dict(kwargs.pop("views", {}))
-    if "crop_scale" in kwargs:
-        views["crop_scale"] = kwargs.pop("crop_scale")
+    views = kwargs.pop("views", {})
     if views:  # the preset's two views with some BYOLAugment arguments changed
         kwargs["augment_fn"], kwargs["augment_fn2"] = default_views(
             cfg["image_size"], kwargs.pop("augment_preset"), **views)
